@@ -1,0 +1,17 @@
+# The two commands of the README's Quick start. Both set everything up first.
+.PHONY: demo test setup dft lint
+
+setup:
+	@bash scripts/setup.sh
+
+dft: setup
+	@bash scripts/install_gpaw.sh
+
+demo: setup
+	.venv/bin/python -m alcsp.demo
+
+test: setup dft
+	.venv/bin/python -m pytest -q tests
+
+lint: setup
+	.venv/bin/ruff check src tests benchmarks

@@ -1,0 +1,1 @@
+"""One module per ``alcsp`` sub-command (see ``alcsp.cli``)."""
