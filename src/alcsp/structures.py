@@ -144,8 +144,12 @@ class StructureBatch:
         cell = self.cell.detach().cpu().double().numpy()
         ptr = self.ptr.cpu().numpy()
         return [
-            Atoms(numbers=num[ptr[s] : ptr[s + 1]], positions=pos[ptr[s] : ptr[s + 1]],
-                  cell=cell[s], pbc=True)
+            Atoms(
+                numbers=num[ptr[s] : ptr[s + 1]],
+                positions=pos[ptr[s] : ptr[s + 1]],
+                cell=cell[s],
+                pbc=True,
+            )
             for s in range(self.n_structures)
         ]
 
@@ -153,12 +157,19 @@ class StructureBatch:
         """A new batch with the structures ``index`` (in that order)."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.ptr.device)
         counts = self.n_atoms[idx]
-        atom_idx = torch.cat(
-            [torch.arange(int(self.ptr[s]), int(self.ptr[s + 1]), device=self.ptr.device)
-             for s in idx.tolist()]
-        ) if len(idx) else torch.zeros(0, dtype=torch.long, device=self.ptr.device)
-        ptr = torch.cat([torch.zeros(1, dtype=torch.long, device=self.ptr.device),
-                         torch.cumsum(counts, 0)])
+        atom_idx = (
+            torch.cat(
+                [
+                    torch.arange(int(self.ptr[s]), int(self.ptr[s + 1]), device=self.ptr.device)
+                    for s in idx.tolist()
+                ]
+            )
+            if len(idx)
+            else torch.zeros(0, dtype=torch.long, device=self.ptr.device)
+        )
+        ptr = torch.cat(
+            [torch.zeros(1, dtype=torch.long, device=self.ptr.device), torch.cumsum(counts, 0)]
+        )
         return StructureBatch(
             positions=self.positions[atom_idx],
             cell=self.cell[idx],

@@ -1,0 +1,216 @@
+"""ACNN: the attention-coupled neural-network potential of the paper (eqs. 1–15).
+
+    E = Σ_i E_i,   E_i = fit( mlp(Φ¹_i) ‖ mlp(Φ²_i) [→ attention blocks] ‖ onehot(Z_i) ) + μ_{Z_i}
+
+The model maps edge vectors to atomic energies; forces and stress come from one autograd
+pass in ``forces.py`` (kept apart, as in NequIP/MACE). Shape letters as in ``descriptors.py``;
+D is the embedding width (twice the last embedding layer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from ase.data import atomic_numbers, chemical_symbols
+from torch import nn
+
+from alcsp.potential.descriptors import Descriptor, cosine_cutoff
+from alcsp.potential.neighbours import Graph
+
+
+@dataclass(frozen=True)
+class ACNNConfig:
+    """Hyperparameters of an ACNN model. Defaults are the paper's (section II.D, Mg–Ca–H)."""
+
+    species: tuple[str, ...]
+    cutoff_radial: float = 5.0  # r_c^r, Å
+    cutoff_angular: float = 4.0  # r_c^a, Å
+    n_radial: int = 16  # n_max^r, two-body channels
+    n_angular: int = 14  # n_max^a, three-body channels
+    basis_radial: int = 12  # Chebyshev functions mixed into each radial channel
+    basis_angular: int = 12  # Chebyshev functions mixed into each angular channel
+    l_max: int = 4
+    embedding: tuple[int, ...] = (64, 64)
+    fitting: tuple[int, ...] = (256, 256)
+    attention_layers: int = 0  # paper: off for large-scale CSP
+    attention_heads: int = 4
+    seed: int = 0  # initial weights
+
+    def __post_init__(self):
+        species = tuple(self.species)
+        object.__setattr__(self, "species", species)
+        object.__setattr__(self, "embedding", tuple(int(x) for x in self.embedding))
+        object.__setattr__(self, "fitting", tuple(int(x) for x in self.fitting))
+        if not species:
+            raise ValueError("ACNNConfig.species is empty: list the elements, e.g. ['Mg', 'H'].")
+        unknown = [s for s in species if s not in atomic_numbers]
+        if unknown:
+            raise ValueError(f"ACNNConfig.species has unknown elements {unknown}.")
+        if len(set(species)) != len(species):
+            raise ValueError(f"ACNNConfig.species has duplicates: {list(species)}.")
+        if not (0 < self.cutoff_angular <= self.cutoff_radial):
+            raise ValueError(
+                f"cutoffs must satisfy 0 < cutoff_angular <= cutoff_radial, got "
+                f"{self.cutoff_angular} and {self.cutoff_radial} Å."
+            )
+        for name in ("n_radial", "n_angular", "basis_radial", "basis_angular"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ACNNConfig.{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0 <= self.l_max <= 4:
+            raise ValueError(f"ACNNConfig.l_max must be in 0..4, got {self.l_max}.")
+        if not self.embedding or not self.fitting or min(self.embedding + self.fitting) < 1:
+            raise ValueError("ACNNConfig.embedding and .fitting need at least one positive width.")
+        if self.attention_layers < 0 or self.attention_heads < 1:
+            raise ValueError("attention_layers must be >= 0 and attention_heads >= 1.")
+        width = 2 * self.embedding[-1]
+        if self.attention_layers and width % self.attention_heads:
+            raise ValueError(
+                f"attention_heads ({self.attention_heads}) must divide the embedding width "
+                f"2*embedding[-1] = {width}."
+            )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ACNNConfig:
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise ValueError(
+                f"unknown ACNN hyperparameters {sorted(extra)}; known: {sorted(known)}"
+            )
+        return cls(**d)
+
+
+def mlp(
+    sizes: list[int], final_activation: bool, generator: torch.Generator | None
+) -> nn.Sequential:
+    """f_L ∘ … ∘ f_1 with f_l(x) = tanh(W_l x + b_l) (eqs. 11–12); last layer linear if asked."""
+    layers: list[nn.Module] = []
+    for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        lin = nn.Linear(a, b)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(b, a, generator=generator) / math.sqrt(a))
+            lin.bias.zero_()
+        layers.append(lin)
+        if final_activation or k < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the radial neighbours (eqs. 13–15), with a residual.
+
+    S_ij = f_c(r_ij)·cos(q_i, k_j)/τ, τ trainable and clamped ≥ 0.01. So that the energy stays
+    smooth when a neighbour crosses the cutoff, the softmax weights are also multiplied by
+    f_c(r_ij) (a neighbour at r_c has weight exactly 0, not exp(0)/Z); each atom attends to
+    itself too (f_c(0) = 1), so an atom without neighbours is well defined.
+    """
+
+    def __init__(self, width: int, heads: int, cutoff: float, generator: torch.Generator | None):
+        super().__init__()
+        self.heads, self.cutoff = heads, cutoff
+        self.qkv = mlp([width, 3 * width], final_activation=False, generator=generator)
+        self.out = mlp([width, width], final_activation=False, generator=generator)
+        self.log_tau = nn.Parameter(torch.tensor(math.log(0.5)))
+
+    def forward(self, x: torch.Tensor, dist: torch.Tensor, graph: Graph) -> torch.Tensor:
+        n, width = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).view(n, 3, h, width // h).unbind(1)  # each [N, H, D/H]
+        q = nn.functional.normalize(q, dim=-1)
+        k = nn.functional.normalize(k, dim=-1)
+        tau = self.log_tau.exp().clamp_min(0.01)
+        self_idx = torch.arange(n, device=x.device)
+        ci = torch.cat([graph.centre, self_idx])  # [E+N]
+        cj = torch.cat([graph.neighbour, self_idx])
+        fc = torch.cat([cosine_cutoff(dist, self.cutoff), dist.new_ones(n)])  # [E+N]
+        score = fc.unsqueeze(1) * (q[ci] * k[cj]).sum(-1) / tau  # [E+N, H]
+        # Softmax per centre atom; the shift by the per-atom max cancels exactly.
+        smax = torch.full((n, h), -torch.inf, dtype=x.dtype, device=x.device)
+        smax = smax.scatter_reduce(0, ci.unsqueeze(1).expand(-1, h), score.detach(), "amax")
+        w = fc.unsqueeze(1) * torch.exp(score - smax[ci])  # [E+N, H]
+        norm = x.new_zeros(n, h).index_add(0, ci, w)  # [N, H]
+        msg = (w / norm[ci]).unsqueeze(-1) * v[cj]  # [E+N, H, D/H]
+        agg = x.new_zeros(n, h, width // h).index_add(0, ci, msg).reshape(n, width)
+        return x + self.out(agg)
+
+
+class ACNN(nn.Module):
+    """The ACNN energy model: edge vectors of a batch -> atomic energies [N] in eV."""
+
+    def __init__(self, config: ACNNConfig):
+        super().__init__()
+        self.config = config
+        gen = torch.Generator().manual_seed(config.seed)
+        t = len(config.species)
+        self.descriptor = Descriptor(
+            n_species=t,
+            cutoff_radial=config.cutoff_radial,
+            cutoff_angular=config.cutoff_angular,
+            n_radial=config.n_radial,
+            n_angular=config.n_angular,
+            basis_radial=config.basis_radial,
+            basis_angular=config.basis_angular,
+            l_max=config.l_max,
+            generator=gen,
+        )
+        d1, d2 = self.descriptor.n_features_radial, self.descriptor.n_features_angular
+        self.embed_radial = mlp([d1, *config.embedding], final_activation=True, generator=gen)
+        self.embed_angular = mlp([d2, *config.embedding], final_activation=True, generator=gen)
+        width = 2 * config.embedding[-1]
+        self.attention = nn.ModuleList(
+            Attention(width, config.attention_heads, config.cutoff_radial, gen)
+            for _ in range(config.attention_layers)
+        )
+        self.fit = mlp([width + t, *config.fitting, 1], final_activation=False, generator=gen)
+        # Descriptor standardisation and energy shift/scale, fitted from data (train.py).
+        self.register_buffer("phi1_mean", torch.zeros(d1))
+        self.register_buffer("phi1_std", torch.ones(d1))
+        self.register_buffer("phi2_mean", torch.zeros(d2))
+        self.register_buffer("phi2_std", torch.ones(d2))
+        self.register_buffer("energy_shift", torch.zeros(t))  # μ_Z, eV/atom
+        self.register_buffer("energy_scale", torch.ones(()))  # eV
+        # Atomic number -> species index (-1: not a species of this model).
+        lookup = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        for k, s in enumerate(config.species):
+            lookup[atomic_numbers[s]] = k
+        self.register_buffer("species_lookup", lookup, persistent=False)
+
+    @property
+    def n_species(self) -> int:
+        return len(self.config.species)
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """[N] atomic numbers -> [N] species indices; a clear error for foreign elements."""
+        idx = self.species_lookup.to(numbers.device)[numbers.clamp(0, len(chemical_symbols) - 1)]
+        if bool((idx < 0).any()) or bool((numbers >= len(chemical_symbols)).any()):
+            bad = sorted({int(z) for z in numbers[idx < 0].tolist()})
+            names = [chemical_symbols[z] if 0 < z < len(chemical_symbols) else str(z) for z in bad]
+            raise ValueError(
+                f"elements {names} are not species of this model {list(self.config.species)}; "
+                "use a model trained on them or remove those atoms."
+            )
+        return idx
+
+    def forward(self, vectors: torch.Tensor, graph: Graph, n_atoms: int) -> torch.Tensor:
+        """vectors [E, 3] (r_ij for the graph's edges) -> atomic energies [N] eV."""
+        phi1, phi2 = self.descriptor(vectors, graph, n_atoms)  # [N, n_r], [N, n_a(l+1)]
+        x = torch.cat(
+            [
+                self.embed_radial((phi1 - self.phi1_mean) / self.phi1_std),
+                self.embed_angular((phi2 - self.phi2_mean) / self.phi2_std),
+            ],
+            dim=1,
+        )  # [N, D]
+        if len(self.attention):
+            dist = vectors.norm(dim=1)
+            for block in self.attention:
+                x = block(x, dist, graph)
+        onehot = nn.functional.one_hot(graph.species, self.n_species).to(x.dtype)  # [N, T]
+        e = self.fit(torch.cat([x, onehot], dim=1)).squeeze(1)  # [N]
+        return e * self.energy_scale + self.energy_shift[graph.species]
