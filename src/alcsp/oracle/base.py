@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
 
 
-class FailureKind(str, Enum):
+class FailureKind(StrEnum):
     """Why an oracle could not label a structure."""
 
     SCF_NOT_CONVERGED = "scf_not_converged"

@@ -1,0 +1,835 @@
+"""The campaign store: one directory, one SQLite database, every result kept.
+
+Layout of a campaign directory::
+
+    campaign.sqlite (+ -wal, -shm)   everything below
+    oracle/<name>/<job key>/          oracle working directories (inputs and outputs kept)
+    models/                           model files (paths recorded in the ``models`` table)
+
+Durability: WAL journal with ``synchronous=FULL`` — a committed transaction survives a
+``kill -9`` and a power cut; each unit of work (a batch of relaxations, one oracle label)
+is one transaction, so a killed campaign loses only the work in flight. Labels are
+UNIQUE per (structure, oracle) and written with upsert semantics: a label is never
+duplicated, a success never overwritten, and a recorded failure may later be replaced by a
+success. Readers (``alcsp status``) can open the database while the campaign writes.
+SQLite's WAL needs a local file system (not NFS) for the process that writes; workers
+never touch the database, only the driver does.
+
+Geometry is stored as compact NumPy blobs: numbers uint8 [n], positions float64 [n, 3]
+(Å), cell float64 [3, 3] (Å, rows are lattice vectors). Forces float64 [n, 3] eV/Å,
+stress float64 [3, 3] eV/Å³ (ASE sign). Energies in eV, enthalpies eV/atom, pressures GPa.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
+
+from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult
+
+DB_NAME = "campaign.sqlite"
+SCHEMA_VERSION = "1"
+#: Where a structure came from.
+ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed")
+RELAX_STATUSES = ("converged", "max_steps", "unphysical")
+_CHUNK = 900  # ids per "IN (...)" query, under SQLite's parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS compositions (
+    id INTEGER PRIMARY KEY,
+    formula TEXT NOT NULL UNIQUE,          -- reduced composition key, e.g. CaH6Mg
+    iteration INTEGER NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS structures (
+    id INTEGER PRIMARY KEY,
+    n_atoms INTEGER NOT NULL,
+    formula TEXT NOT NULL,                 -- full formula of the cell, e.g. Ca2H12Mg2
+    composition TEXT NOT NULL,             -- reduced key, e.g. CaH6Mg
+    origin TEXT NOT NULL,
+    iteration INTEGER NOT NULL,
+    parent_id INTEGER REFERENCES structures(id),
+    numbers BLOB NOT NULL,                 -- uint8 [n]
+    positions BLOB NOT NULL,               -- float64 [n, 3] Å
+    cell BLOB NOT NULL                     -- float64 [3, 3] Å
+);
+CREATE INDEX IF NOT EXISTS structures_composition ON structures(composition);
+CREATE INDEX IF NOT EXISTS structures_origin ON structures(origin, iteration);
+CREATE TABLE IF NOT EXISTS relaxations (
+    id INTEGER PRIMARY KEY,
+    structure_id INTEGER NOT NULL UNIQUE REFERENCES structures(id),  -- final geometry
+    initial_id INTEGER REFERENCES structures(id),                     -- starting geometry
+    method TEXT NOT NULL,                  -- the potential that relaxed it, e.g. acnn
+    composition TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('converged', 'max_steps', 'unphysical')),
+    reason TEXT,
+    energy REAL,                           -- eV
+    enthalpy_per_atom REAL,                -- eV/atom, (E + PV)/N
+    volume REAL,                           -- Å³
+    steps INTEGER,
+    pressure REAL,                         -- GPa
+    iteration INTEGER NOT NULL,
+    fingerprint BLOB,                      -- float32 [d], optional
+    e_hull REAL,                           -- eV/atom, filled in by the hull stage
+    UNIQUE (initial_id, method)
+);
+CREATE INDEX IF NOT EXISTS relaxations_comp_h ON relaxations(composition, enthalpy_per_atom);
+CREATE INDEX IF NOT EXISTS relaxations_e_hull ON relaxations(e_hull);
+CREATE INDEX IF NOT EXISTS relaxations_iter ON relaxations(iteration, status);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY,
+    structure_id INTEGER NOT NULL REFERENCES structures(id),
+    oracle TEXT NOT NULL,
+    ok INTEGER NOT NULL,                   -- 1 label, 0 recorded failure
+    energy REAL,                           -- eV
+    forces BLOB,                           -- float64 [n, 3] eV/Å
+    stress BLOB,                           -- float64 [3, 3] eV/Å³, ASE sign (may be NULL)
+    failure_kind TEXT,
+    failure_reason TEXT,
+    wall_time REAL,                        -- s
+    attempts INTEGER,
+    iteration INTEGER NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (structure_id, oracle)
+);
+CREATE INDEX IF NOT EXISTS labels_oracle_ok ON labels(oracle, ok);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY,
+    iteration INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    metrics TEXT NOT NULL,                 -- JSON: validation errors etc.
+    created REAL NOT NULL,
+    UNIQUE (iteration, path)
+);
+CREATE TABLE IF NOT EXISTS iterations (
+    idx INTEGER PRIMARY KEY,
+    stage TEXT NOT NULL,
+    counts TEXT NOT NULL,                  -- JSON
+    timings TEXT NOT NULL,                 -- JSON, seconds
+    hull TEXT,                             -- JSON snapshot
+    started REAL NOT NULL,
+    finished REAL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The campaign directory or database cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class RelaxationRecord:
+    """The outcome of relaxing one structure (its final geometry is stored alongside)."""
+
+    status: str  # converged | max_steps | unphysical
+    energy: float  # eV
+    enthalpy_per_atom: float  # eV/atom
+    volume: float  # Å³
+    steps: int
+    pressure: float  # GPa
+    reason: str = ""
+    initial_id: int | None = None
+    fingerprint: np.ndarray | None = None  # [d]
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    index: int
+    stage: str
+    counts: dict[str, Any]
+    timings: dict[str, float]
+    hull: Any
+    started: float
+    finished: float | None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    id: int
+    iteration: int
+    path: str
+    metrics: dict[str, Any]
+    created: float
+
+
+def composition_key(counts: Mapping[str, int | float]) -> str:
+    """Reduced composition key: elements in alphabetical order, counts divided by their
+    gcd, a count of 1 omitted (``{"Mg": 2, "H": 4}`` → ``"H2Mg"``)."""
+    items = {el: int(round(n)) for el, n in counts.items() if n}
+    if not items or any(el not in chemical_symbols[1:] for el in items):
+        raise ValueError(f"composition {dict(counts)} must name real elements with counts > 0")
+    g = 0
+    for n in items.values():
+        g = math.gcd(g, n)
+    return "".join(f"{el}{n // g if n // g != 1 else ''}" for el, n in sorted(items.items()))
+
+
+def _formulas(numbers: np.ndarray) -> tuple[str, str]:
+    """(full formula, reduced key) of an atomic-number array."""
+    z, c = np.unique(numbers, return_counts=True)
+    counts = {chemical_symbols[int(a)]: int(b) for a, b in zip(z, c, strict=True)}
+    full = "".join(f"{el}{n if n != 1 else ''}" for el, n in sorted(counts.items()))
+    return full, composition_key(counts)
+
+
+def _as_composition_key(c: Any) -> str:
+    if isinstance(c, Mapping):
+        return composition_key(c)
+    from pymatgen.core import Composition
+
+    comp = Composition(c) if isinstance(c, str) else c
+    return composition_key({str(el): amt for el, amt in comp.items()})
+
+
+class CampaignStore:
+    """The database of one campaign. Open with ``create`` or ``open``; close when done
+    (or use it as a context manager). One instance per process; not thread-safe."""
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection, readonly: bool):
+        self.directory = directory
+        self.conn = conn
+        self.readonly = readonly
+        self._formula_cache: dict[bytes, tuple[str, str]] = {}
+
+    # -- opening ----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, directory: str | os.PathLike, config_text: str = "", version: str = ""
+    ) -> CampaignStore:
+        """Create a new campaign in ``directory`` (made if absent; must hold no campaign)."""
+        d = Path(directory)
+        if (d / DB_NAME).exists():
+            raise StoreError(
+                f"{d} already holds a campaign ({DB_NAME}); open it with CampaignStore.open "
+                "to resume, or choose a new directory"
+            )
+        d.mkdir(parents=True, exist_ok=True)
+        store = cls(d, cls._connect(d / DB_NAME, readonly=False), readonly=False)
+        with store._tx() as c:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            c.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("schema_version", SCHEMA_VERSION), ("config", config_text),
+                 ("version", version), ("created", repr(time.time()))],
+            )
+        return store
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, readonly: bool = False) -> CampaignStore:
+        """Open an existing campaign; ``readonly`` for monitors running beside the campaign."""
+        d = Path(directory)
+        path = d / DB_NAME
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no campaign database {path}; create one with CampaignStore.create "
+                "(or `alcsp run CONFIG`)"
+            )
+        store = cls(d, cls._connect(path, readonly=readonly), readonly=readonly)
+        found = store.meta("schema_version")
+        if found != SCHEMA_VERSION:
+            store.close()
+            raise StoreError(f"{path} has schema version {found!r}; this alcsp reads "
+                             f"{SCHEMA_VERSION!r}")
+        return store
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   timeout=30.0)
+        else:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the "
+                                 "campaign directory on a local file system")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> CampaignStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all or nothing."""
+        if self.readonly:
+            raise StoreError("this store was opened read-only")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- paths and meta ---------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.directory / DB_NAME
+
+    def oracle_dir(self, oracle_name: str) -> Path:
+        """Working directory root of one oracle's jobs."""
+        return self.directory / "oracle" / oracle_name
+
+    def models_dir(self) -> Path:
+        return self.directory / "models"
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                      "SET value = excluded.value", (key, value))
+
+    @property
+    def config_text(self) -> str:
+        return self.meta("config") or ""
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: 'ok' or the problems found."""
+        return "\n".join(r[0] for r in self.conn.execute("PRAGMA integrity_check"))
+
+    # -- compositions -----------------------------------------------------------------
+
+    def add_compositions(
+        self, compositions: Iterable[Any], iteration: int = 0, source: str = "rules"
+    ) -> list[int]:
+        """Add compositions (formula strings, pymatgen ``Composition``s or element → count
+        maps); existing ones are kept. Returns their ids in input order."""
+        keys = [_as_composition_key(c) for c in compositions]
+        with self._tx() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO compositions(formula, iteration, source) VALUES (?, ?, ?)",
+                [(k, iteration, source) for k in keys],
+            )
+            ids = dict(c.execute("SELECT formula, id FROM compositions"))
+        return [ids[k] for k in keys]
+
+    def compositions(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT formula FROM compositions ORDER BY id")]
+
+    # -- structures -------------------------------------------------------------------
+
+    def _structure_rows(
+        self,
+        structures: Sequence[Atoms],
+        origin: str,
+        iteration: int,
+        parent_ids: Sequence[int | None] | None,
+    ) -> list[tuple]:
+        if origin not in ORIGINS:
+            raise ValueError(f"origin {origin!r} is not one of {ORIGINS}")
+        if parent_ids is not None and len(parent_ids) != len(structures):
+            raise ValueError(f"{len(parent_ids)} parent ids for {len(structures)} structures")
+        rows = []
+        cache = self._formula_cache
+        for k, a in enumerate(structures):
+            numbers = np.asarray(a.numbers, dtype=np.uint8)
+            nb = numbers.tobytes()
+            names = cache.get(nb)
+            if names is None:
+                names = cache[nb] = _formulas(numbers)
+            pos = np.ascontiguousarray(a.positions, dtype=np.float64)
+            cell = np.ascontiguousarray(a.cell.array, dtype=np.float64)
+            parent = None if parent_ids is None else parent_ids[k]
+            rows.append((len(numbers), names[0], names[1], origin, iteration, parent, nb,
+                         pos.tobytes(), cell.tobytes()))
+        return rows
+
+    @staticmethod
+    def _insert_structures(c: sqlite3.Connection, rows: list[tuple]) -> list[int]:
+        # Ids are assigned consecutively inside one transaction (INTEGER PRIMARY KEY
+        # without deletes): read the first and count up.
+        start = c.execute("SELECT COALESCE(MAX(id), 0) FROM structures").fetchone()[0] + 1
+        c.executemany(
+            "INSERT INTO structures(id, n_atoms, formula, composition, origin, iteration, "
+            "parent_id, numbers, positions, cell) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(start + k, *r) for k, r in enumerate(rows)],
+        )
+        return list(range(start, start + len(rows)))
+
+    def add_structures(
+        self,
+        structures: Sequence[Atoms],
+        origin: str,
+        iteration: int,
+        parent_ids: Sequence[int | None] | None = None,
+    ) -> list[int]:
+        """Store structures in one transaction; return their ids in input order."""
+        rows = self._structure_rows(structures, origin, iteration, parent_ids)
+        with self._tx() as c:
+            return self._insert_structures(c, rows)
+
+    def get_atoms(self, ids: Sequence[int]) -> list[Atoms]:
+        """The structures ``ids`` as ASE ``Atoms`` (fully periodic), in the order given.
+        ``atoms.info`` holds ``structure_id``, ``origin`` and ``iteration``."""
+        ids = [int(i) for i in ids]
+        found: dict[int, Atoms] = {}
+        for s in range(0, len(ids), _CHUNK):
+            chunk = ids[s : s + _CHUNK]
+            q = ("SELECT id, n_atoms, numbers, positions, cell, origin, iteration "
+                 f"FROM structures WHERE id IN ({','.join('?' * len(chunk))})")
+            for sid, n, nb, pb, cb, origin, it in self.conn.execute(q, chunk):
+                a = Atoms(
+                    numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
+                    positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
+                    cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3),
+                    pbc=True,
+                )
+                a.info.update(structure_id=sid, origin=origin, iteration=it)
+                found[sid] = a
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"no structures with ids {missing[:10]} in {self.path}")
+        out, seen = [], set()
+        for i in ids:  # a repeated id gets its own copy
+            out.append(found[i].copy() if i in seen else found[i])
+            seen.add(i)
+        return out
+
+    def structure_ids(
+        self,
+        origin: str | None = None,
+        iteration: int | None = None,
+        composition: str | None = None,
+    ) -> list[int]:
+        """Ids of structures matching all the filters given, in id order."""
+        where, args = [], []
+        for col, val in (("origin", origin), ("iteration", iteration),
+                         ("composition", composition)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = "SELECT id FROM structures" + (" WHERE " + " AND ".join(where) if where else "")
+        return [r[0] for r in self.conn.execute(q + " ORDER BY id", args)]
+
+    def count(self, table: str) -> int:
+        if table not in ("compositions", "structures", "relaxations", "labels", "models",
+                         "iterations"):
+            raise ValueError(f"unknown table {table!r}")
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    # -- relaxations ------------------------------------------------------------------
+
+    def add_relaxed(
+        self,
+        final_structures: Sequence[Atoms],
+        records: Sequence[RelaxationRecord],
+        iteration: int,
+        method: str = "acnn",
+        origin: str = "relaxed",
+    ) -> list[int | None]:
+        """Store relaxed geometries and their relaxation records in one transaction.
+
+        Idempotent by (initial structure, method): a record whose ``initial_id`` already
+        has a relaxation by ``method`` is skipped (its id is returned as None), so a batch
+        redone after a crash adds nothing twice. Returns the relaxation ids.
+        """
+        if len(final_structures) != len(records):
+            raise ValueError(f"{len(final_structures)} structures for {len(records)} records")
+        for r in records:
+            if r.status not in RELAX_STATUSES:
+                raise ValueError(f"relaxation status {r.status!r} is not one of {RELAX_STATUSES}")
+        parents = [r.initial_id for r in records]
+        rows = self._structure_rows(final_structures, origin, iteration, parents)
+        with self._tx() as c:
+            initial = [p for p in parents if p is not None]
+            done: set[int] = set()
+            for s in range(0, len(initial), _CHUNK):
+                chunk = initial[s : s + _CHUNK]
+                done.update(r[0] for r in c.execute(
+                    "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
+                    f"({','.join('?' * len(chunk))})", [method, *chunk]))
+            keep = [k for k, p in enumerate(parents) if p is None or p not in done]
+            sids = self._insert_structures(c, [rows[k] for k in keep])
+            start = c.execute("SELECT COALESCE(MAX(id), 0) FROM relaxations").fetchone()[0] + 1
+            rel_rows = []
+            for j, (k, sid) in enumerate(zip(keep, sids, strict=True)):
+                r = records[k]
+                fp = (None if r.fingerprint is None
+                      else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes())
+                rel_rows.append((start + j, sid, r.initial_id, method, rows[k][2], r.status,
+                                 r.reason or None, float(r.energy), float(r.enthalpy_per_atom),
+                                 float(r.volume), int(r.steps), float(r.pressure), iteration,
+                                 fp))
+            c.executemany(
+                "INSERT INTO relaxations(id, structure_id, initial_id, method, composition, "
+                "status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration, "
+                "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rel_rows,
+            )
+        out: list[int | None] = [None] * len(records)
+        for j, k in enumerate(keep):
+            out[k] = start + j
+        return out
+
+    def relaxed_initial_ids(self, method: str = "acnn") -> set[int]:
+        """Initial structures that already have a relaxation by ``method`` (to resume)."""
+        q = "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IS NOT NULL"
+        return {r[0] for r in self.conn.execute(q, (method,))}
+
+    def relaxations(
+        self,
+        iteration: int | None = None,
+        status: str | None = None,
+        composition: str | None = None,
+        method: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Relaxation records as column arrays (id, structure_id, initial_id, composition,
+        status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration,
+        e_hull), filtered by the arguments given, ordered by id."""
+        cols = ("id", "structure_id", "initial_id", "composition", "status", "reason",
+                "energy", "enthalpy_per_atom", "volume", "steps", "pressure", "iteration",
+                "e_hull")
+        where, args = [], []
+        for col, val in (("iteration", iteration), ("status", status),
+                         ("composition", composition), ("method", method)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        q = f"SELECT {', '.join(cols)} FROM relaxations"
+        q += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        rows = self.conn.execute(q, args).fetchall()
+        out: dict[str, np.ndarray] = {}
+        for j, col in enumerate(cols):
+            vals = [r[j] for r in rows]
+            if col in ("id", "structure_id", "steps", "iteration"):
+                out[col] = np.array(vals, dtype=np.int64)
+            elif col in ("composition", "status", "reason"):
+                out[col] = np.array(vals, dtype=object)
+            elif col == "initial_id":
+                out[col] = np.array([-1 if v is None else v for v in vals], dtype=np.int64)
+            else:
+                out[col] = np.array([np.nan if v is None else v for v in vals], dtype=float)
+        return out
+
+    def fingerprints(self, relaxation_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored fingerprints (float32 [d]) of the given relaxations that have one."""
+        ids = [int(i) for i in relaxation_ids]
+        out = {}
+        for s in range(0, len(ids), _CHUNK):
+            chunk = ids[s : s + _CHUNK]
+            q = ("SELECT id, fingerprint FROM relaxations WHERE fingerprint IS NOT NULL AND "
+                 f"id IN ({','.join('?' * len(chunk))})")
+            for rid, fb in self.conn.execute(q, chunk):
+                out[rid] = np.frombuffer(fb, dtype=np.float32)
+        return out
+
+    def set_e_hull(self, relaxation_ids: Sequence[int], e_hull: Sequence[float]) -> None:
+        """Record E_hull (eV/atom) of relaxations, in one transaction."""
+        if len(relaxation_ids) != len(e_hull):
+            raise ValueError(f"{len(relaxation_ids)} ids for {len(e_hull)} E_hull values")
+        with self._tx() as c:
+            c.executemany("UPDATE relaxations SET e_hull = ? WHERE id = ?",
+                          [(float(e), int(i)) for i, e in zip(relaxation_ids, e_hull,
+                                                               strict=True)])
+
+    # -- labels -----------------------------------------------------------------------
+
+    def add_labels(
+        self, results: Sequence[tuple[int, LabelResult]], iteration: int
+    ) -> None:
+        """Record oracle outcomes ``(structure_id, Label | LabelFailure)`` in one
+        transaction. Never duplicates: a success is kept as is, a failure is replaced only
+        by a later success."""
+        rows = self._label_rows(results, iteration)
+        with self._tx() as c:
+            self._insert_labels(c, rows)
+
+    @staticmethod
+    def _label_rows(results: Sequence[tuple[int, LabelResult]], iteration: int) -> list[tuple]:
+        now = time.time()
+        rows = []
+        for sid, r in results:
+            if isinstance(r, Label):
+                stress = np.ascontiguousarray(r.stress, dtype=np.float64)
+                # An all-NaN stress means "not computed" (imported data): stored as NULL.
+                sb = None if np.isnan(stress).all() else stress.tobytes()
+                rows.append((int(sid), r.oracle, 1, float(r.energy),
+                             np.ascontiguousarray(r.forces, dtype=np.float64).tobytes(), sb,
+                             None, None, r.wall_time, r.attempts, iteration, now))
+            elif isinstance(r, LabelFailure):
+                rows.append((int(sid), r.oracle, 0, None, None, None, FailureKind(r.kind).value,
+                             r.reason, r.wall_time, r.attempts, iteration, now))
+            else:
+                raise TypeError(f"expected Label or LabelFailure, got {type(r).__name__}")
+        return rows
+
+    @staticmethod
+    def _insert_labels(c: sqlite3.Connection, rows: list[tuple]) -> None:
+        c.executemany(
+            "INSERT INTO labels(structure_id, oracle, ok, energy, forces, stress, "
+            "failure_kind, failure_reason, wall_time, attempts, iteration, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(structure_id, oracle) DO UPDATE SET ok = excluded.ok, "
+            "energy = excluded.energy, forces = excluded.forces, stress = excluded.stress, "
+            "failure_kind = excluded.failure_kind, failure_reason = excluded.failure_reason, "
+            "wall_time = excluded.wall_time, attempts = excluded.attempts, "
+            "iteration = excluded.iteration, created = excluded.created "
+            "WHERE labels.ok = 0 AND excluded.ok = 1",
+            rows,
+        )
+
+    def labelled_ids(self, oracle: str, include_failures: bool = True) -> set[int]:
+        """Structures with an outcome from ``oracle`` (successes, and failures unless told
+        otherwise)."""
+        q = "SELECT structure_id FROM labels WHERE oracle = ?" + (
+            "" if include_failures else " AND ok = 1")
+        return {r[0] for r in self.conn.execute(q, (oracle,))}
+
+    def get_labels(self, structure_ids: Sequence[int], oracle: str) -> dict[int, LabelResult]:
+        """Outcomes of ``oracle`` for the given structures that have one."""
+        ids = [int(i) for i in structure_ids]
+        out: dict[int, LabelResult] = {}
+        for s in range(0, len(ids), _CHUNK):
+            chunk = ids[s : s + _CHUNK]
+            q = ("SELECT l.structure_id, s.n_atoms, l.ok, l.energy, l.forces, l.stress, "
+                 "l.failure_kind, l.failure_reason, l.wall_time, l.attempts FROM labels l "
+                 "JOIN structures s ON s.id = l.structure_id WHERE l.oracle = ? AND "
+                 f"l.structure_id IN ({','.join('?' * len(chunk))})")
+            for sid, n, ok, e, fb, sb, kind, reason, wt, att in self.conn.execute(
+                q, [oracle, *chunk]
+            ):
+                if ok:
+                    stress = (np.full((3, 3), np.nan) if sb is None
+                              else np.frombuffer(sb, dtype=np.float64).reshape(3, 3))
+                    out[sid] = Label(e, np.frombuffer(fb, dtype=np.float64).reshape(n, 3),
+                                     stress, oracle, wt or 0.0, att or 1)
+                else:
+                    out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0,
+                                            att or 1)
+        return out
+
+    def failures(self, oracle: str | None = None) -> list[tuple[int, str, str, str]]:
+        """Recorded failures as (structure_id, oracle, kind, reason)."""
+        q = "SELECT structure_id, oracle, failure_kind, failure_reason FROM labels WHERE ok = 0"
+        args: tuple = ()
+        if oracle is not None:
+            q += " AND oracle = ?"
+            args = (oracle,)
+        return [tuple(r) for r in self.conn.execute(q + " ORDER BY id", args)]
+
+    def training_set(
+        self, oracle: str | None = None, max_iteration: int | None = None
+    ) -> list[Atoms]:
+        """Successfully labelled structures as ``Atoms`` with a ``SinglePointCalculator``
+        (energy eV, forces eV/Å, stress eV/Å³ when known). Failures and reference phases
+        are never included. ``atoms.info``: structure_id, oracle, iteration, origin."""
+        q = ("SELECT s.id, s.n_atoms, s.numbers, s.positions, s.cell, s.origin, l.oracle, "
+             "l.iteration, l.energy, l.forces, l.stress FROM labels l JOIN structures s "
+             "ON s.id = l.structure_id WHERE l.ok = 1 AND s.origin != 'reference'")
+        args: list[Any] = []
+        if oracle is not None:
+            q += " AND l.oracle = ?"
+            args.append(oracle)
+        if max_iteration is not None:
+            q += " AND l.iteration <= ?"
+            args.append(max_iteration)
+        out = []
+        for sid, n, nb, pb, cb, origin, orc, it, e, fb, sb in self.conn.execute(
+            q + " ORDER BY l.id", args
+        ):
+            a = Atoms(numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
+                      positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
+                      cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3), pbc=True)
+            results: dict[str, Any] = {
+                "energy": e, "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy()}
+            if sb is not None:
+                results["stress"] = np.frombuffer(sb, dtype=np.float64).reshape(3, 3).copy()
+            a.calc = SinglePointCalculator(a, **results)
+            a.info.update(structure_id=sid, oracle=orc, iteration=it, origin=origin)
+            out.append(a)
+        return out
+
+    # -- models and iterations --------------------------------------------------------
+
+    def add_model(self, path: str | os.PathLike, iteration: int,
+                  metrics: Mapping[str, Any] | None = None) -> int:
+        """Record a trained model file (path relative to the campaign directory when
+        inside it) with its validation errors."""
+        p = Path(path)
+        try:
+            p = p.resolve().relative_to(self.directory.resolve())
+        except ValueError:
+            pass
+        with self._tx() as c:
+            c.execute("INSERT INTO models(iteration, path, metrics, created) VALUES (?, ?, ?, ?) "
+                      "ON CONFLICT(iteration, path) DO UPDATE SET metrics = excluded.metrics",
+                      (iteration, str(p), json.dumps(dict(metrics or {})), time.time()))
+            return c.execute("SELECT id FROM models WHERE iteration = ? AND path = ?",
+                             (iteration, str(p))).fetchone()[0]
+
+    def models(self) -> list[ModelRecord]:
+        return [ModelRecord(i, it, p, json.loads(m), t) for i, it, p, m, t in self.conn.execute(
+            "SELECT id, iteration, path, metrics, created FROM models ORDER BY iteration, id")]
+
+    def latest_model(self) -> ModelRecord | None:
+        models = self.models()
+        return models[-1] if models else None
+
+    def model_path(self, record: ModelRecord) -> Path:
+        p = Path(record.path)
+        return p if p.is_absolute() else self.directory / p
+
+    def start_iteration(self, index: int, stage: str = "start") -> IterationRecord:
+        """Begin iteration ``index`` (or return it unchanged when it already began)."""
+        with self._tx() as c:
+            c.execute("INSERT OR IGNORE INTO iterations(idx, stage, counts, timings, started) "
+                      "VALUES (?, ?, '{}', '{}', ?)", (index, stage, time.time()))
+        return self.iteration(index)
+
+    def update_iteration(
+        self,
+        index: int,
+        stage: str | None = None,
+        counts: Mapping[str, Any] | None = None,
+        timings: Mapping[str, float] | None = None,
+        hull: Any = None,
+        finished: bool = False,
+    ) -> IterationRecord:
+        """Set the stage; merge ``counts`` and ``timings`` into the stored ones; replace the
+        hull snapshot when given; mark finished. One transaction."""
+        with self._tx() as c:
+            row = c.execute("SELECT stage, counts, timings FROM iterations WHERE idx = ?",
+                            (index,)).fetchone()
+            if row is None:
+                raise KeyError(f"iteration {index} was never started (call start_iteration)")
+            new_counts = {**json.loads(row[1]), **dict(counts or {})}
+            new_timings = {**json.loads(row[2]), **dict(timings or {})}
+            c.execute("UPDATE iterations SET stage = ?, counts = ?, timings = ? WHERE idx = ?",
+                      (stage or row[0], json.dumps(new_counts), json.dumps(new_timings), index))
+            if hull is not None:
+                c.execute("UPDATE iterations SET hull = ? WHERE idx = ?",
+                          (json.dumps(hull), index))
+            if finished:
+                c.execute("UPDATE iterations SET finished = ? WHERE idx = ?",
+                          (time.time(), index))
+        return self.iteration(index)
+
+    def iteration(self, index: int) -> IterationRecord:
+        row = self.conn.execute("SELECT idx, stage, counts, timings, hull, started, finished "
+                                "FROM iterations WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise KeyError(f"no iteration {index}")
+        return self._iteration_record(row)
+
+    @staticmethod
+    def _iteration_record(row: tuple) -> IterationRecord:
+        i, stage, counts, timings, hull, started, finished = row
+        return IterationRecord(i, stage, json.loads(counts), json.loads(timings),
+                               None if hull is None else json.loads(hull), started, finished)
+
+    def iterations(self) -> list[IterationRecord]:
+        return [self._iteration_record(r) for r in self.conn.execute(
+            "SELECT idx, stage, counts, timings, hull, started, finished FROM iterations "
+            "ORDER BY idx")]
+
+    def last_iteration(self) -> IterationRecord | None:
+        its = self.iterations()
+        return its[-1] if its else None
+
+    # -- import / export --------------------------------------------------------------
+
+    def import_extxyz(
+        self, path: str | os.PathLike, oracle: str = "import", iteration: int = 0
+    ) -> list[int]:
+        """Seed the campaign with labelled frames (energy and forces required, stress
+        optional) from an extxyz file; one transaction. Returns the new structure ids."""
+        from ase.io import read
+
+        from alcsp.structures import validate_atoms
+
+        frames = read(path, index=":")
+        labels: list[Label] = []
+        for k, a in enumerate(frames):
+            validate_atoms(a, k)
+            res = a.calc.results if a.calc is not None else {}
+            if "energy" not in res or "forces" not in res:
+                raise ValueError(
+                    f"{path}: frame {k} has no energy/forces; an imported frame must carry "
+                    "energy= in its comment line and forces in its columns"
+                )
+            stress = res.get("stress")
+            if stress is None:
+                stress3 = np.full((3, 3), np.nan)
+            else:
+                from ase.stress import voigt_6_to_full_3x3_stress
+
+                s = np.asarray(stress, dtype=float)
+                stress3 = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
+            labels.append(Label(float(res["energy"]), np.asarray(res["forces"], dtype=float),
+                                stress3, oracle, 0.0))
+        rows = self._structure_rows(frames, "import", iteration, None)
+        with self._tx() as c:  # structures and labels together, or nothing
+            ids = self._insert_structures(c, rows)
+            self._insert_labels(c, self._label_rows(list(zip(ids, labels, strict=True)),
+                                                    iteration))
+        return ids
+
+    def export_extxyz(
+        self, path: str | os.PathLike, structure_ids: Sequence[int] | None = None,
+        oracle: str | None = None,
+    ) -> int:
+        """Write structures to extxyz. Without ids: the training set (with labels).
+        With ids: those structures, with ``oracle``'s labels where there are some.
+        Returns the number of frames written."""
+        from ase.io import write
+
+        if structure_ids is None:
+            frames = self.training_set(oracle=oracle)
+        else:
+            frames = self.get_atoms(structure_ids)
+            if oracle is not None:
+                labels = self.get_labels(structure_ids, oracle)
+                for a in frames:
+                    lab = labels.get(a.info["structure_id"])
+                    if isinstance(lab, Label):
+                        a.calc = SinglePointCalculator(a, energy=lab.energy, forces=lab.forces,
+                                                       stress=lab.stress)
+        write(path, frames, format="extxyz")
+        return len(frames)
+
+    def export_cif(self, directory: str | os.PathLike, structure_ids: Sequence[int],
+                   symprec: float | None = 0.01) -> list[Path]:
+        """Write one CIF per structure (``<id>_<formula>.cif``, symmetrised with ``symprec``
+        Å when given) through pymatgen; return the paths."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+        from pymatgen.io.cif import CifWriter
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for a in self.get_atoms(structure_ids):
+            s = AseAtomsAdaptor.get_structure(a)
+            p = d / f"{a.info['structure_id']}_{s.composition.reduced_formula}.cif"
+            CifWriter(s, symprec=symprec).write_file(p)
+            paths.append(p)
+        return paths
