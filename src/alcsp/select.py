@@ -1,0 +1,209 @@
+"""Which relaxed structures get a DFT label: the paper's composition-wise rule (section II.C).
+
+1. Rank compositions by the E_hull of their best converged structure; keep the ``c_max``
+   lowest (only compositions with at least one structure still eligible count).
+2. From each, take the ``l_max`` lowest-enthalpy unique structures.
+3. Add every unconverged (``"max_steps"``) and unphysical (``"unphysical"``) structure.
+
+Structures already labelled (by id) or duplicates of labelled ones (a ``Deduplicator`` of the
+labelled set) are never selected. ``b_max`` ends the search phase of an iteration: the search
+stops once the number of unphysical structures exceeds it (``search_should_stop``). The three
+sizes can change between iterations (``SelectionSchedule``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alcsp.dedup import DedupConfig, Deduplicator
+
+__all__ = [
+    "STATUSES",
+    "Candidate",
+    "Selection",
+    "SelectionConfig",
+    "SelectionSchedule",
+    "search_should_stop",
+    "select_for_labelling",
+]
+
+#: Relaxation outcomes a candidate can have.
+STATUSES = ("converged", "max_steps", "unphysical")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One relaxed structure as the selection sees it."""
+
+    id: str
+    composition: str  # composition key (alcsp.compositions.composition_key)
+    enthalpy_per_atom: float  # eV/atom
+    e_hull: float  # eV/atom (may be NaN for failed relaxations)
+    status: str  # one of STATUSES
+    fingerprint: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(
+                f"candidate {self.id}: unknown status {self.status!r}; use one of {STATUSES}."
+            )
+        if self.status == "converged" and not (
+            math.isfinite(self.enthalpy_per_atom) and math.isfinite(self.e_hull)
+        ):
+            raise ValueError(
+                f"candidate {self.id}: a converged structure needs a finite enthalpy and e_hull."
+            )
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Sizes of one iteration's selection (the paper's C_max, L_max, B_max)."""
+
+    c_max: int = 300  # compositions with the lowest E_hull
+    l_max: int = 3  # lowest-enthalpy unique structures per composition
+    b_max: int = 1000  # unphysical structures that end the search phase
+    include_unconverged: bool = True  # add every "max_steps" structure
+    include_unphysical: bool = True  # add every "unphysical" structure
+
+    def __post_init__(self) -> None:
+        for name in ("c_max", "l_max", "b_max"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"SelectionConfig.{name} must be an integer >= 0, got {v!r}.")
+
+
+@dataclass(frozen=True)
+class SelectionSchedule:
+    """Piecewise-constant sizes: ``steps`` maps a first iteration to the config from then on.
+
+    ``SelectionSchedule.from_list([a, b])`` uses ``a`` at iteration 0 and ``b`` from 1 on (the
+    last is repeated); ``SelectionSchedule({0: a, 5: b})`` switches at iteration 5.
+    """
+
+    steps: Mapping[int, SelectionConfig]
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("SelectionSchedule: give at least one SelectionConfig.")
+        if 0 not in self.steps:
+            raise ValueError("SelectionSchedule: the schedule must start at iteration 0.")
+        for k, v in self.steps.items():
+            if not isinstance(k, int) or k < 0:
+                raise ValueError(f"SelectionSchedule: iteration {k!r} must be an integer >= 0.")
+            if not isinstance(v, SelectionConfig):
+                raise ValueError(f"SelectionSchedule: iteration {k} needs a SelectionConfig.")
+        object.__setattr__(self, "steps", dict(sorted(self.steps.items())))
+
+    @classmethod
+    def from_list(cls, configs: Sequence[SelectionConfig]) -> SelectionSchedule:
+        return cls(dict(enumerate(configs)))
+
+    def for_iteration(self, iteration: int) -> SelectionConfig:
+        """The config in force at ``iteration`` (0-based)."""
+        if iteration < 0:
+            raise ValueError(f"iteration must be >= 0, got {iteration}.")
+        start = max(k for k in self.steps if k <= iteration)
+        return self.steps[start]
+
+
+def search_should_stop(n_unphysical: int, b_max: int) -> bool:
+    """True once the unphysical structures found in this search exceed ``b_max``."""
+    return n_unphysical > b_max
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The structures to label, and why."""
+
+    minima: tuple[Candidate, ...]  # converged: l_max per chosen composition
+    failures: tuple[Candidate, ...]  # max_steps and unphysical
+    compositions: tuple[str, ...]  # the chosen compositions, lowest E_hull first
+    n_excluded_labelled: int  # candidates skipped as labelled or duplicates of labelled
+    n_excluded_duplicates: int  # converged candidates skipped as duplicates of a picked one
+
+    @property
+    def selected(self) -> tuple[Candidate, ...]:
+        return self.minima + self.failures
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.selected]
+
+
+def select_for_labelling(
+    candidates: Iterable[Candidate],
+    config: SelectionConfig,
+    *,
+    labelled_ids: Iterable[str] = (),
+    labelled: Deduplicator | None = None,
+    dedup: DedupConfig | None = None,
+) -> Selection:
+    """Apply the composition-wise rule to ``candidates`` (see module docstring).
+
+    ``labelled`` (optional) holds the labelled structures; a candidate matching one is
+    excluded (then every candidate needs a fingerprint). Within a composition, candidates are
+    also deduplicated among themselves with ``dedup`` (default ``DedupConfig()``) when they
+    carry fingerprints. Output order: compositions by E_hull, structures by enthalpy, then
+    failures by id.
+    """
+    cands = list(candidates)
+    done = set(labelled_ids)
+    seen_ids: set[str] = set()
+    for c in cands:
+        if c.id in seen_ids:
+            raise ValueError(f"candidate id {c.id!r} appears twice; ids must be unique.")
+        seen_ids.add(c.id)
+        if labelled is not None and c.fingerprint is None:
+            raise ValueError(
+                f"candidate {c.id} has no fingerprint; it is needed to check it against the "
+                "labelled structures (or pass labelled=None)."
+            )
+
+    def is_labelled(c: Candidate) -> bool:
+        if c.id in done:
+            return True
+        return (
+            labelled is not None
+            and labelled.check(c.composition, c.enthalpy_per_atom, c.fingerprint) is not None
+        )
+
+    eligible = [c for c in cands if not is_labelled(c)]
+    n_labelled = len(cands) - len(eligible)
+
+    # composition E_hull: its best converged structure among all candidates
+    comp_e: dict[str, float] = {}
+    for c in cands:
+        if c.status == "converged":
+            comp_e[c.composition] = min(comp_e.get(c.composition, math.inf), c.e_hull)
+    by_comp: dict[str, list[Candidate]] = {}
+    for c in eligible:
+        if c.status == "converged":
+            by_comp.setdefault(c.composition, []).append(c)
+    ranked = sorted(by_comp, key=lambda k: (comp_e[k], k))[: config.c_max]
+
+    minima: list[Candidate] = []
+    n_dup = 0
+    for k in ranked:
+        local = Deduplicator(dedup)
+        picked = 0
+        for c in sorted(by_comp[k], key=lambda c: (c.enthalpy_per_atom, c.id)):
+            if picked >= config.l_max:
+                break
+            if c.fingerprint is not None:
+                if local.add(c.id, k, c.enthalpy_per_atom, c.fingerprint) is not None:
+                    n_dup += 1
+                    continue
+            minima.append(c)
+            picked += 1
+
+    failures = []
+    for c in sorted(eligible, key=lambda c: c.id):
+        if (c.status == "max_steps" and config.include_unconverged) or (
+            c.status == "unphysical" and config.include_unphysical
+        ):
+            failures.append(c)
+    return Selection(tuple(minima), tuple(failures), tuple(ranked), n_labelled, n_dup)
