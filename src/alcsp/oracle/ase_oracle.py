@@ -138,6 +138,23 @@ def structure_key(atoms: Atoms) -> str:
     return "h" + h.hexdigest()[:20]
 
 
+def structure_problem(atoms: Atoms) -> str:
+    """Why no code can compute ``atoms`` ("" when it is fine).
+
+    A light check (no torch import, unlike ``alcsp.structures.validate_atoms``): oracle
+    workers should not pay seconds of imports to look at a structure.
+    """
+    if len(atoms) == 0:
+        return "the structure is empty (0 atoms)"
+    if not (np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()):
+        return "the structure has non-finite (NaN/inf) positions or cell"
+    if not all(atoms.pbc):
+        return f"the structure is not periodic in 3D (pbc={list(atoms.pbc)})"
+    if abs(atoms.cell.volume) / len(atoms) < 1e-3:
+        return f"the cell has (near) zero volume ({abs(atoms.cell.volume):.3g} Å³)"
+    return ""
+
+
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj))
@@ -237,13 +254,9 @@ class ASEOracle:
             cached = self._read_outcome(outcome_path, digest, len(atoms))
             if cached is not None:
                 return cached
-        # Imported here: alcsp.structures pulls in torch, which isolated jobs do not need.
-        from alcsp.structures import StructureError, validate_atoms
-
-        try:
-            validate_atoms(atoms)
-        except StructureError as exc:
-            result: LabelResult = LabelFailure(FailureKind.INVALID_STRUCTURE, str(exc), self.name)
+        problem = structure_problem(atoms)
+        if problem:
+            result: LabelResult = LabelFailure(FailureKind.INVALID_STRUCTURE, problem, self.name)
             self._write_outcome(outcome_path, digest, result)
             return result
         total = 0.0

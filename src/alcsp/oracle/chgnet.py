@@ -26,16 +26,6 @@ class CHGNetSpec(CalculatorSpec):
     Params: ClassVar[type] = CHGNetParams
     default_isolate: ClassVar[bool] = False
 
-    def __init__(self):
-        self._calc: Any = None
-        self._calc_params: CHGNetParams | None = None
-
-    def __getstate__(self) -> dict:
-        return {}  # never pickle the model: each process loads its own
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
     def preflight(self, params: CHGNetParams) -> None:
         try:
             import chgnet  # noqa: F401
@@ -46,12 +36,17 @@ class CHGNetSpec(CalculatorSpec):
             ) from exc
 
     def make_calculator(self, atoms: Atoms, params: CHGNetParams, job: JobInfo) -> Calculator:
-        if self._calc is None or self._calc_params != params:
+        calc = _CALCULATORS.get(params)
+        if calc is None:
             from chgnet.model import CHGNet
             from chgnet.model.dynamics import CHGNetCalculator
 
             model = CHGNet.load(model_name=params.model, verbose=False)
-            self._calc = CHGNetCalculator(model=model, use_device=params.device)
-            self._calc_params = params
-        self._calc.reset()
-        return self._calc
+            calc = _CALCULATORS[params] = CHGNetCalculator(model=model, use_device=params.device)
+        calc.reset()
+        return calc
+
+
+#: One loaded model per process and parameter set: the oracle is pickled to every task
+#: (Dask, process pools), and loading the weights costs seconds.
+_CALCULATORS: dict[CHGNetParams, Any] = {}

@@ -1,0 +1,409 @@
+"""Run independent jobs (oracle calls, relaxation shards) here, in local processes, or on a
+Dask cluster (local, an existing scheduler, or Slurm/PBS through dask-jobqueue).
+
+Every executor offers ``map_unordered(fn, items)``, yielding a ``TaskResult`` per item as
+it completes (in completion order, with the item's index), with either the value or the
+exception the job raised: one failed job never stops the others. ``fn`` and the items
+must be picklable for the process and Dask executors (module-level functions,
+``functools.partial`` of them).
+
+Workers run one thread each (OMP/MKL/OpenBLAS and torch): two BLAS threads per process
+slow down badly when cores are shared (see DESIGN.md, performance facts).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class WorkerLost(RuntimeError):
+    """The process running a job died (segfault, out of memory, killed) too many times."""
+
+
+@dataclass(frozen=True)
+class TaskResult(Generic[R]):
+    """The outcome of ``fn(items[index])``: ``value`` or the ``error`` it raised."""
+
+    index: int
+    value: R | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Executor(Protocol):
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T]
+    ) -> Iterator[TaskResult[R]]: ...
+
+    def close(self) -> None: ...
+
+
+def single_thread_worker_init() -> None:
+    """Initializer of worker processes: one BLAS/OpenMP thread and one torch thread.
+
+    Changes only the worker process it runs in (never call it in the driver).
+    """
+    for var in THREAD_ENV:
+        os.environ[var] = "1"
+    # Imported only if the worker has it already; otherwise the environment above makes
+    # torch start with one thread when a job imports it.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+class InlineExecutor:
+    """Runs jobs one after another in this process (debugging, tiny oracles)."""
+
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+        for k, item in enumerate(items):
+            try:
+                yield TaskResult(k, fn(item))
+            except Exception as exc:  # recorded, never fatal to the other jobs
+                yield TaskResult(k, error=exc)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> InlineExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ProcessExecutor:
+    """A pool of single-threaded worker processes on this machine.
+
+    If a worker dies (segfault, OOM kill), the pool is rebuilt and the jobs that were in
+    flight are sent again, at most ``max_resubmits`` times each, then reported as
+    ``WorkerLost``. Jobs must therefore be idempotent (``label_structures`` is).
+    At most ``window`` jobs (default 4 × workers) are in flight at once.
+    """
+
+    def __init__(
+        self,
+        n_workers: int | None = None,
+        max_resubmits: int = 1,
+        start_method: Literal["forkserver", "spawn"] = "forkserver",
+        window: int | None = None,
+    ):
+        self.n_workers = n_workers or os.cpu_count() or 1
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"start method {start_method!r} is not available here; use "
+                             f"one of {multiprocessing.get_all_start_methods()}")
+        self.max_resubmits = max_resubmits
+        self.start_method = start_method
+        self.window = window or 4 * self.n_workers
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=self.n_workers,
+                mp_context=multiprocessing.get_context(self.start_method),
+                initializer=single_thread_worker_init,
+            )
+        return self._pool
+
+    def _drop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+        todo = list(range(len(items)))[::-1]  # stack of indices still to submit
+        tries = [0] * len(items)
+        running: dict[cf.Future, int] = {}
+
+        def lost(k: int, why: BaseException) -> TaskResult[R] | None:
+            """Count a loss of job k: send it again, or give up on it."""
+            tries[k] += 1
+            if tries[k] > self.max_resubmits:
+                return TaskResult(k, error=WorkerLost(
+                    f"the worker process died {tries[k]} times while running this job ({why})"))
+            todo.append(k)
+            return None
+
+        try:
+            while todo or running:
+                broken: BaseException | None = None
+                while todo and len(running) < self.window and broken is None:
+                    k = todo.pop()
+                    try:
+                        running[self._get_pool().submit(fn, items[k])] = k
+                    except BrokenProcessPool as exc:
+                        todo.append(k)
+                        broken = exc
+                if running and broken is None:
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        k = running.pop(fut)
+                        exc = fut.exception()
+                        if isinstance(exc, BrokenProcessPool):
+                            broken = exc
+                            if (r := lost(k, exc)) is not None:
+                                yield r
+                        elif exc is not None:
+                            yield TaskResult(k, error=exc)
+                        else:
+                            yield TaskResult(k, fut.result())
+                if broken is not None:
+                    # The pool is gone and every job in flight with it: send them again.
+                    for k in list(running.values()):
+                        if (r := lost(k, broken)) is not None:
+                            yield r
+                    running.clear()
+                    self._drop_pool()
+        finally:
+            if running:  # the caller stopped early: do not leave work behind
+                self._drop_pool()
+
+    def close(self) -> None:
+        self._drop_pool()
+
+    def __enter__(self) -> ProcessExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- Dask ---------------------------------------------------------------------------------
+
+ClusterKind = Literal["local", "address", "slurm", "pbs"]
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """Where the Dask workers come from.
+
+    local: a ``LocalCluster`` of ``workers`` single-threaded processes (or threads with
+    ``processes=False``). address: connect to a running scheduler (``address``).
+    slurm/pbs: ``jobs`` batch jobs from dask-jobqueue, each with ``cores`` single-threaded
+    worker processes, ``memory`` and ``walltime`` per job, in ``queue``.
+    """
+
+    cluster: ClusterKind = "local"
+    workers: int = 2
+    processes: bool = True
+    address: str = ""
+    queue: str = ""
+    account: str = ""
+    cores: int = 1
+    memory: str = "4GB"
+    walltime: str = "01:00:00"
+    jobs: int = 1
+    job_extra_directives: tuple[str, ...] = ()
+    job_script_prologue: tuple[str, ...] = ()  # e.g. "module load gpaw"
+    local_directory: str = ""
+    python: str = ""  # the Python on the compute nodes; "" = this one
+
+    def __post_init__(self):
+        if self.cluster not in ("local", "address", "slurm", "pbs"):
+            raise ValueError(f"[executor.dask] cluster = {self.cluster!r}: choose local, "
+                             "address, slurm or pbs")
+        if self.cluster == "address" and not self.address:
+            raise ValueError("[executor.dask] cluster = 'address' needs address = "
+                             "'tcp://host:8786' of a running scheduler")
+        if self.cluster in ("slurm", "pbs"):
+            if not self.queue:
+                raise ValueError(f"[executor.dask] cluster = {self.cluster!r} needs queue = "
+                                 "the partition/queue name")
+            if self.cores < 1 or self.jobs < 1:
+                raise ValueError(f"[executor.dask] cores ({self.cores}) and jobs "
+                                 f"({self.jobs}) must be >= 1")
+        if self.workers < 1:
+            raise ValueError(f"[executor.dask] workers must be >= 1, got {self.workers}")
+
+
+def _one_thread_prologue() -> list[str]:
+    return [f"export {v}=1" for v in THREAD_ENV]
+
+
+def make_dask_cluster(cfg: DaskConfig) -> Any:
+    """The cluster object for ``cfg`` (not started for slurm/pbs until scaled); None for
+    ``address``."""
+    if cfg.cluster == "address":
+        return None
+    if cfg.cluster == "local":
+        from distributed import LocalCluster
+
+        return LocalCluster(n_workers=cfg.workers, threads_per_worker=1,
+                            processes=cfg.processes, dashboard_address=None,
+                            local_directory=cfg.local_directory or None)
+    common: dict[str, Any] = dict(
+        queue=cfg.queue,
+        cores=cfg.cores,
+        processes=cfg.cores,  # one single-threaded worker process per core
+        memory=cfg.memory,
+        walltime=cfg.walltime,
+        job_extra_directives=list(cfg.job_extra_directives),
+        job_script_prologue=_one_thread_prologue() + list(cfg.job_script_prologue),
+    )
+    if cfg.account:
+        common["account"] = cfg.account
+    if cfg.local_directory:
+        common["local_directory"] = cfg.local_directory
+    if cfg.python:
+        common["python"] = cfg.python
+    if cfg.cluster == "slurm":
+        from dask_jobqueue import SLURMCluster
+
+        return SLURMCluster(**common)
+    from dask_jobqueue import PBSCluster
+
+    return PBSCluster(**common)
+
+
+class _SingleThreadPlugin:
+    """Dask worker plugin running ``single_thread_worker_init`` on every worker process,
+    including workers that join later."""
+
+    name = "alcsp-single-thread"
+
+    def setup(self, worker: Any) -> None:
+        single_thread_worker_init()
+
+    def teardown(self, worker: Any) -> None:
+        pass
+
+
+class DaskExecutor:
+    """Jobs on Dask distributed. The cluster starts on first use and stops on ``close``.
+
+    A worker that dies is handled by Dask itself (its tasks are rescheduled; after
+    ``distributed.scheduler.allowed-failures`` deaths a task fails with ``KilledWorker``).
+    """
+
+    def __init__(self, config: DaskConfig = DaskConfig()):
+        self.config = config
+        self._cluster: Any = None
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from distributed import Client, WorkerPlugin
+
+            cfg = self.config
+            self._cluster = make_dask_cluster(cfg)
+            if cfg.cluster in ("slurm", "pbs"):
+                self._cluster.scale(jobs=cfg.jobs)
+            self._client = Client(cfg.address if self._cluster is None else self._cluster)
+            # Threads in this process (processes=False) share the driver: leave its
+            # thread settings alone.
+            if not (cfg.cluster == "local" and not cfg.processes):
+                plugin = type("SingleThreadPlugin", (_SingleThreadPlugin, WorkerPlugin), {})
+                self._client.register_plugin(plugin())
+        return self._client
+
+    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+        from distributed import as_completed
+
+        client = self.client
+        futures = {client.submit(fn, item, pure=False): k for k, item in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                k = futures[fut]
+                if fut.status == "finished":
+                    yield TaskResult(k, fut.result())
+                else:
+                    try:
+                        exc = fut.exception()
+                    except Exception as e:  # cancelled or lost
+                        exc = e
+                    yield TaskResult(k, error=exc if isinstance(exc, BaseException)
+                                     else RuntimeError(f"task ended as {fut.status}"))
+                fut.release()
+        finally:
+            client.cancel([f for f in futures if not f.done()])
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """The ``[executor]`` table: ``kind`` = inline | process | dask.
+
+    process: ``workers`` single-threaded processes (0 = one per core).
+    dask: see ``DaskConfig`` (``dask`` sub-table).
+    """
+
+    kind: Literal["inline", "process", "dask"] = "process"
+    workers: int = 0
+    max_resubmits: int = 1
+    dask: DaskConfig = field(default_factory=DaskConfig)
+
+    def __post_init__(self):
+        if self.kind not in ("inline", "process", "dask"):
+            raise ValueError(f"[executor] kind = {self.kind!r}: choose inline, process or dask")
+        if self.workers < 0:
+            raise ValueError(f"[executor] workers must be >= 0 (0 = one per core), "
+                             f"got {self.workers}")
+        if self.max_resubmits < 0:
+            raise ValueError(f"[executor] max_resubmits must be >= 0, got {self.max_resubmits}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExecutorConfig:
+        """Build from a parsed TOML table, naming unknown keys."""
+        import dataclasses
+
+        d = dict(d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"[executor] has unknown keys {unknown}; known: {sorted(known)}")
+        if "dask" in d:
+            dd = dict(d["dask"])
+            dknown = {f.name for f in dataclasses.fields(DaskConfig)}
+            bad = sorted(set(dd) - dknown)
+            if bad:
+                raise ValueError(f"[executor.dask] has unknown keys {bad}; known: "
+                                 f"{sorted(dknown)}")
+            for key in ("job_extra_directives", "job_script_prologue"):
+                if key in dd:
+                    dd[key] = tuple(dd[key])
+            d["dask"] = DaskConfig(**dd)
+        return cls(**d)
+
+
+def make_executor(config: ExecutorConfig) -> InlineExecutor | ProcessExecutor | DaskExecutor:
+    """The executor described by ``config`` (close it when done, or use ``with``)."""
+    if config.kind == "inline":
+        return InlineExecutor()
+    if config.kind == "process":
+        return ProcessExecutor(config.workers or None, max_resubmits=config.max_resubmits)
+    return DaskExecutor(config.dask)
