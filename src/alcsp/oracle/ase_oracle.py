@@ -60,6 +60,7 @@ class JobInfo:
     key: str
     attempt: int  # 1-based
     directory: Path
+    isolated: bool = False  # running in its own process (python -m alcsp.oracle._job)
 
 
 def kpts_from_spacing(atoms: Atoms, spacing: float) -> tuple[int, int, int]:
@@ -261,7 +262,8 @@ class ASEOracle:
             return result
         total = 0.0
         for attempt, params in enumerate(self.attempt_params, start=1):
-            job = JobInfo(key=key, attempt=attempt, directory=jobdir / f"attempt-{attempt}")
+            job = JobInfo(key=key, attempt=attempt, directory=jobdir / f"attempt-{attempt}",
+                          isolated=self.isolate)
             job.directory.mkdir(parents=True, exist_ok=True)
             rec = self._run_isolated(atoms, params, job) if self.isolate else (
                 self._run_inline(atoms, params, job))
