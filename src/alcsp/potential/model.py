@@ -119,24 +119,23 @@ class Attention(nn.Module):
         self.log_tau = nn.Parameter(torch.tensor(math.log(0.5)))
 
     def forward(self, x: torch.Tensor, dist: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """x [N, D] features, dist [N, R] radial-slot distances -> updated features [N, D]."""
         n, width = x.shape
         h = self.heads
         q, k, v = self.qkv(x).view(n, 3, h, width // h).unbind(1)  # each [N, H, D/H]
         q = nn.functional.normalize(q, dim=-1)
         k = nn.functional.normalize(k, dim=-1)
         tau = self.log_tau.exp().clamp_min(0.01)
-        self_idx = torch.arange(n, device=x.device)
-        ci = torch.cat([graph.centre, self_idx])  # [E+N]
-        cj = torch.cat([graph.neighbour, self_idx])
-        fc = torch.cat([cosine_cutoff(dist, self.cutoff), dist.new_ones(n)])  # [E+N]
-        score = fc.unsqueeze(1) * (q[ci] * k[cj]).sum(-1) / tau  # [E+N, H]
-        # Softmax per centre atom; the shift by the per-atom max cancels exactly.
-        smax = torch.full((n, h), -torch.inf, dtype=x.dtype, device=x.device)
-        smax = smax.scatter_reduce(0, ci.unsqueeze(1).expand(-1, h), score.detach(), "amax")
-        w = fc.unsqueeze(1) * torch.exp(score - smax[ci])  # [E+N, H]
-        norm = x.new_zeros(n, h).index_add(0, ci, w)  # [N, H]
-        msg = (w / norm[ci]).unsqueeze(-1) * v[cj]  # [E+N, H, D/H]
-        agg = x.new_zeros(n, h, width // h).index_add(0, ci, msg).reshape(n, width)
+        nbr = graph.radial.neighbour  # [N, R]; unused slots have f_c = 0
+        k_all = torch.cat([k[nbr], k.unsqueeze(1)], dim=1)  # [N, R+1, H, D/H] (+ self)
+        v_all = torch.cat([v[nbr], v.unsqueeze(1)], dim=1)  # [N, R+1, H, D/H]
+        fc = torch.cat([cosine_cutoff(dist, self.cutoff), dist.new_ones(n, 1)], dim=1)  # [N, R+1]
+        score = fc.unsqueeze(-1) * (q.unsqueeze(1) * k_all).sum(-1) / tau  # [N, R+1, H]
+        # Softmax over each atom's neighbours; the shift by the max cancels exactly.
+        shift = score.detach().amax(dim=1, keepdim=True)  # [N, 1, H]
+        w = fc.unsqueeze(-1) * torch.exp(score - shift)  # [N, R+1, H]
+        w = w / w.sum(dim=1, keepdim=True)
+        agg = (w.unsqueeze(-1) * v_all).sum(dim=1).reshape(n, width)  # [N, D]
         return x + self.out(agg)
 
 
@@ -197,9 +196,14 @@ class ACNN(nn.Module):
             )
         return idx
 
-    def forward(self, vectors: torch.Tensor, graph: Graph, n_atoms: int) -> torch.Tensor:
-        """vectors [E, 3] (r_ij for the graph's edges) -> atomic energies [N] eV."""
-        phi1, phi2 = self.descriptor(vectors, graph, n_atoms)  # [N, n_r], [N, n_a(l+1)]
+    def forward(
+        self, vec_r: torch.Tensor, vec_a: torch.Tensor, graph: Graph, fused: bool = False
+    ) -> torch.Tensor:
+        """Neighbour vectors vec_r [N, R, 3], vec_a [N, Q, 3] -> atomic energies [N] eV.
+
+        ``fused=True`` runs the descriptor's neighbour sums in the C++ kernels (CPU).
+        """
+        phi1, phi2 = self.descriptor(vec_r, vec_a, graph, fused)  # [N, n_r], [N, n_a(l+1)]
         x = torch.cat(
             [
                 self.embed_radial((phi1 - self.phi1_mean) / self.phi1_std),
@@ -208,7 +212,7 @@ class ACNN(nn.Module):
             dim=1,
         )  # [N, D]
         if len(self.attention):
-            dist = vectors.norm(dim=1)
+            dist = torch.linalg.vector_norm(vec_r, dim=-1)  # [N, R]
             for block in self.attention:
                 x = block(x, dist, graph)
         onehot = nn.functional.one_hot(graph.species, self.n_species).to(x.dtype)  # [N, T]
