@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -91,8 +92,9 @@ class ProcessExecutor:
     """A pool of single-threaded worker processes on this machine.
 
     If a worker dies (segfault, OOM kill), the pool is rebuilt and the jobs that were in
-    flight are sent again, at most ``max_resubmits`` times each, then reported as
-    ``WorkerLost``. Jobs must therefore be idempotent (``label_structures`` is).
+    flight are run again one at a time; a job whose worker dies while it runs alone is
+    sent again at most ``max_resubmits`` times, then reported as ``WorkerLost``. Jobs
+    must therefore be idempotent (``label_structures`` is).
     At most ``window`` jobs (default 4 × workers) are in flight at once.
     """
 
@@ -129,47 +131,53 @@ class ProcessExecutor:
             self._pool = None
 
     def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
-        todo = list(range(len(items)))[::-1]  # stack of indices still to submit
-        tries = [0] * len(items)
+        todo = list(range(len(items)))[::-1]  # stack of indices not yet sent
+        suspects: deque[int] = deque()  # in flight when a worker died: rerun one at a time
+        deaths = [0] * len(items)  # times a job's worker died while it ran alone
         running: dict[cf.Future, int] = {}
-
-        def lost(k: int, why: BaseException) -> TaskResult[R] | None:
-            """Count a loss of job k: send it again, or give up on it."""
-            tries[k] += 1
-            if tries[k] > self.max_resubmits:
-                return TaskResult(k, error=WorkerLost(
-                    f"the worker process died {tries[k]} times while running this job ({why})"))
-            todo.append(k)
-            return None
-
         try:
-            while todo or running:
+            while todo or suspects or running:
+                solo = False
+                if not running and suspects:
+                    k = suspects.popleft()
+                    running[self._get_pool().submit(fn, items[k])] = k
+                    solo = True
+                elif not suspects:
+                    while todo and len(running) < self.window:
+                        k = todo.pop()
+                        try:
+                            running[self._get_pool().submit(fn, items[k])] = k
+                        except BrokenProcessPool:
+                            todo.append(k)
+                            break
+                if not running:
+                    self._drop_pool()  # broken at submission: start a fresh pool
+                    continue
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 broken: BaseException | None = None
-                while todo and len(running) < self.window and broken is None:
-                    k = todo.pop()
-                    try:
-                        running[self._get_pool().submit(fn, items[k])] = k
-                    except BrokenProcessPool as exc:
-                        todo.append(k)
+                for fut in done:
+                    k = running.pop(fut)
+                    exc = fut.exception()
+                    if isinstance(exc, BrokenProcessPool):
                         broken = exc
-                if running and broken is None:
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        k = running.pop(fut)
-                        exc = fut.exception()
-                        if isinstance(exc, BrokenProcessPool):
-                            broken = exc
-                            if (r := lost(k, exc)) is not None:
-                                yield r
-                        elif exc is not None:
-                            yield TaskResult(k, error=exc)
+                        if solo:  # it ran alone: this job killed its worker
+                            deaths[k] += 1
+                            if deaths[k] > self.max_resubmits:
+                                yield TaskResult(k, error=WorkerLost(
+                                    f"the worker process died {deaths[k]} times while "
+                                    f"running this job alone ({exc})"))
+                            else:
+                                suspects.appendleft(k)
                         else:
-                            yield TaskResult(k, fut.result())
+                            suspects.append(k)
+                    elif exc is not None:
+                        yield TaskResult(k, error=exc)
+                    else:
+                        yield TaskResult(k, fut.result())
                 if broken is not None:
-                    # The pool is gone and every job in flight with it: send them again.
-                    for k in list(running.values()):
-                        if (r := lost(k, broken)) is not None:
-                            yield r
+                    # The pool is gone and every job in flight with it. Which one killed
+                    # the worker is unknown: rerun each alone, so no innocent job is lost.
+                    suspects.extend(running.values())
                     running.clear()
                     self._drop_pool()
         finally:
