@@ -168,7 +168,7 @@ def neighbour_sums(
     cutoff_radial: float,
     cutoff_angular: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """vec_r [N, R, 3], vec_a [N, Q, 3] (CPU, float32/64) -> sums_r [N, T, Kr], sums_a [N, T, Ka, 35].
+    """vec_r [N, R, 3], vec_a [N, Q, 3] (CPU) -> sums_r [N, T, Kr], sums_a [N, T, Ka, 35].
 
     sums_r[i, s, k] = Σ_{j∈s} f_k(r_ij);  sums_a[i, s, k, p] = Σ_{j∈s} f_k(r_ij)·mono_p(r̂_ij).
     """
