@@ -189,7 +189,8 @@ def _distance_checks(
     for s in slots:  # vesin works one structure at a time (see alcsp.relax.checks)
         a, b = ptr[s], ptr[s + 1]
         hit = min_distance_ratio(pos[a:b], cell[s], num[a:b], config.min_distance_fraction)
-        if math.isfinite(hit[0]):
+        # an earlier unphysical finding (volume, cell, energy) keeps precedence
+        if math.isfinite(hit[0]) and int(code[s]) in (0, Code.CONVERGED, Code.MAX_STEPS):
             found[s] = hit
             code[s] = Code.CLOSE_ATOMS
     return found
