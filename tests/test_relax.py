@@ -382,3 +382,32 @@ def test_bad_pressures_are_rejected():
     with pytest.raises(ValueError, match="finite"):
         relax_structures([atoms], ASEPotential(EMT), float("nan"))
     assert relax_structures([], ASEPotential(EMT)) == []
+
+
+def test_cli_relax_writes_every_structure_with_status(tmp_path):
+    from ase.io import read, write
+
+    from alcsp.cli import main
+
+    rng = np.random.default_rng(12)
+    structures = [random_metal_cell(rng, 4) for _ in range(3)]
+    squeezed = bulk("Cu", "fcc", cubic=True)
+    squeezed.positions[1] = squeezed.positions[0] + [0.2, 0, 0]
+    structures.append(squeezed)
+    write(tmp_path / "in.extxyz", structures)
+    out = tmp_path / "out.extxyz"
+    rc = main(["relax", str(tmp_path / "in.extxyz"), "--emt", "--pressure", "30",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    back = read(out, ":")
+    assert [a.get_chemical_formula() for a in back] == [
+        a.get_chemical_formula() for a in structures
+    ]
+    assert [a.info["relax_status"] for a in back] == ["converged"] * 3 + ["unphysical"]
+    assert "covalent" in back[3].info["relax_reason"]
+    for a in back[:3]:
+        assert a.info["pressure_gpa"] == 30.0
+        assert np.abs(a.get_forces()).max() <= 1e-3
+        h = (a.get_potential_energy() + 30.0 * GPA * a.get_volume()) / len(a)
+        assert h == pytest.approx(a.info["enthalpy_per_atom"], abs=1e-9)
+    assert main(["relax", str(tmp_path / "nope.extxyz"), "--emt", "--out", str(out)]) == 2

@@ -96,8 +96,11 @@ def min_distance_ratio(
 def describe(code: int, values: dict[str, float], config: RelaxConfig) -> str:
     """A one-line reason for a final status code; ``values`` holds the per-structure data."""
     c = Code(code)
-    if c == Code.CONVERGED:
-        return ""
+    if c == Code.CONVERGED:  # never empty: extxyz cannot store an empty string value
+        return (
+            f"max |force| {values['fmax']:.2g} eV/Å, max |stress + P| "
+            f"{values['stress_gpa']:.2g} GPa, last enthalpy change {values['dh']:.2g} eV/atom"
+        )
     if c == Code.MAX_STEPS:
         return (
             f"not converged after {config.max_steps} steps (max |force| "

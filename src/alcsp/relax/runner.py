@@ -42,7 +42,7 @@ class RelaxResult:
     ``atoms`` is the final geometry with a ``SinglePointCalculator`` holding the potential's
     energy (eV), forces (eV/Å) and stress (eV/Å³, ASE sign) there, and ``info`` keys
     ``INFO_KEYS``. ``status`` is "converged", "max_steps" or "unphysical"; ``reason`` says why
-    (empty when converged).
+    (for converged ones: the residual force, stress and enthalpy change).
     """
 
     atoms: Atoms
