@@ -14,6 +14,9 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "train",
     "relax",
+    "compositions",
+    "generate",
+    "hull",
 )
 
 

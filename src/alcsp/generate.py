@@ -30,6 +30,7 @@ question with a coin-change reachability table and a small search over the fixed
 from __future__ import annotations
 
 import math
+import re
 import signal
 import threading
 import time
@@ -493,7 +494,7 @@ class StructureGenerator:
             raise ValueError(f"composition {composition!r} needs integer atom counts per cell.")
         species = [el.symbol for el in sorted(comp.elements, key=lambda e: e.Z)]
         counts = [int(round(comp[s])) for s in species]
-        label = comp.formula.replace(" ", "")
+        label = re.sub(r"(?<=[A-Za-z])1(?![0-9])", "", comp.formula.replace(" ", ""))  # Ca2MgH10
         result = GenerationResult()
         groups = self.compatible_groups(counts)
         if not groups:
