@@ -411,3 +411,58 @@ def test_cli_relax_writes_every_structure_with_status(tmp_path):
         h = (a.get_potential_energy() + 30.0 * GPA * a.get_volume()) / len(a)
         assert h == pytest.approx(a.info["enthalpy_per_atom"], abs=1e-9)
     assert main(["relax", str(tmp_path / "nope.extxyz"), "--emt", "--out", str(out)]) == 2
+
+
+# --- ACNN ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_acnn():
+    """A small ACNN fitted for a few seconds to EMT labels of Cu-Au cells (float32)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from alcsp.potential import ACNNConfig, TrainConfig, train
+
+    rng = np.random.default_rng(13)
+    data = []
+    while len(data) < 80:
+        a = random_metal_cell(rng, 4)
+        if not set(a.get_chemical_symbols()) <= {"Cu", "Au"}:
+            continue
+        a.set_cell(a.cell.array * rng.uniform(0.85, 1.08), scale_atoms=True)
+        a.rattle(0.1, rng=rng)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        data.append(a)
+    cfg = ACNNConfig(species=["Cu", "Au"], n_radial=8, n_angular=6, basis_radial=8,
+                     basis_angular=8, l_max=2, embedding=(16, 16), fitting=(32, 32))
+    tcfg = TrainConfig(steps=400, batch_size=8, lr=3e-3, decay_every=100, lr_decay=0.7,
+                       eval_every=400, p_w=1.0, dtype="float32")
+    model, _ = train(data, cfg, tcfg)
+    return model
+
+
+@pytest.mark.parametrize("pressure_gpa", [0.0, 30.0])
+def test_acnn_same_minima_as_ase(small_acnn, pressure_gpa):
+    from alcsp.potential import ACNNCalculator, ACNNPotential
+
+    rng = np.random.default_rng(14)
+    cells = []
+    while len(cells) < 10:
+        a = random_metal_cell(rng, 4)
+        if set(a.get_chemical_symbols()) <= {"Cu", "Au"}:
+            cells.append(a)
+    cfg = RelaxConfig()
+    results = relax_structures(cells, ACNNPotential(small_acnn), pressure_gpa, cfg)
+    agree = 0
+    for atoms, res in zip(cells, results, strict=True):
+        assert res.status == "converged", res.reason
+        ref = ase_relax(atoms, pressure_gpa, lambda: ACNNCalculator(small_acnn))
+        agree += abs(res.enthalpy - ref) < 1e-3
+        a = res.atoms.copy()
+        a.calc = ACNNCalculator(small_acnn)
+        assert np.abs(a.get_forces()).max() <= cfg.fmax * 1.01  # float32 model
+        residual = a.get_stress(voigt=False) + pressure_gpa * GPA * np.eye(3)
+        assert np.abs(residual).max() <= cfg.stress_tol_ev * 1.01
+    assert agree >= 9
