@@ -1,12 +1,23 @@
-"""Random symmetric crystals with PyXtal: compatible space group, Wyckoff positions, minimum
-distances from scaled covalent radii, and a start volume that follows the pressure.
+"""Random symmetric crystals: compatible space group, Wyckoff positions, minimum distances
+from scaled covalent radii, and a start volume that follows the pressure.
+
+Two engines share the space-group choice, volume and distance rules:
+
+* ``"fast"`` (default): PyXtal's space groups, Wyckoff positions (their symmetry operations)
+  and random lattices; the Wyckoff assignment and the atom placement are done here in NumPy
+  (a site's orbit is one batched affine map, the distance check one broadcast over the 27
+  nearest lattice shifts). PyXtal's own placement (``random_crystal``) takes 1-3 s for a
+  50-atom Mg-Ca-H cell, 40% of it rebuilding a full ``Tol_matrix`` inside every
+  ``check_images`` call; this engine makes ~25 such cells per second
+  (``benchmarks/generate_speed.py``).
+* ``"pyxtal"``: ``pyxtal.from_random`` with our lattice (volume) and ``Tol_matrix``.
 
 Start volume per atom of element e at pressure P (GPa)::
 
     v_e(P) = v0_e * (1 + B' P / B0_e) ** (-1 / B')        (Murnaghan)
 
-with v0_e the mean of the covalent-sphere and van der Waals-sphere volumes (pymatgen radii,
-the estimate PyXtal itself uses), B0_e the element's bulk modulus from pymatgen
+with v0_e the mean of the covalent-sphere and van der Waals-sphere volumes (the estimate
+PyXtal itself uses), B0_e the element's bulk modulus from pymatgen
 (``default_bulk_modulus_gpa`` where pymatgen has none, e.g. H, N, O) and B' = 4. A cell's
 volume is the sum over its atoms, times a random factor in ``1 +- volume_jitter``. Hints
 override it: ``element_volumes`` (Å³/atom at the target pressure, e.g. from relaxed
@@ -15,16 +26,16 @@ structures) per element, or ``volume_per_atom`` per call.
 Minimum distance between species i and j: ``distance_factor * (r_i + r_j) * s`` with
 covalent radii r and the length scale ``s = (v(P) / v(0)) ** (1/3)`` of the composition.
 
-Never hangs, never silently skips: every structure has a wall-clock budget
-(``attempt_timeout_s``): PyXtal runs with a small attempt count, and the budget is checked
-between attempts and (in the main thread on POSIX) enforced by a timer that interrupts PyXtal
-mid-attempt. A composition that cannot be made comes back as a ``GenerationFailure`` with
-the reason.
+Never hangs, never silently skips: each structure gets ``attempts`` tries (a fresh space
+group each) within a wall-clock budget ``attempt_timeout_s``, checked between tries and (in
+the main thread on POSIX) enforced by a timer that interrupts a try mid-way; elsewhere (worker
+threads) only the between-tries check applies. A structure that cannot be made comes back as a
+``GenerationFailure`` with the reasons. A seed reproduces a set unless the budget cuts a try.
 
-PyXtal's own ``Group.check_compatible`` enumerates every Wyckoff combination and takes
-seconds for large cells (4.6 s for Mg3Ca3H70 in group 183); ``_FastGroup`` answers the same
-question with a coin-change reachability table and a small search over the fixed
-(zero-freedom) positions, in milliseconds, and PyXtal uses it for its internal checks too.
+PyXtal's ``Group.check_compatible`` enumerates every Wyckoff combination and takes seconds
+for large cells (4.6 s for Mg3Ca3H70 in group 183); ``_compatible`` answers the same question
+with a coin-change reachability table and a small search over the fixed (zero-freedom)
+positions, in milliseconds, and the PyXtal engine uses it for its internal checks too.
 """
 
 from __future__ import annotations
