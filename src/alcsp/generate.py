@@ -539,7 +539,10 @@ class StructureGenerator:
                 jitter = 1.0 + cfg.volume_jitter * (2.0 * rng.random() - 1.0)
                 volume = v_p * n_atoms * jitter
                 try:
-                    with _time_box(left), warnings.catch_warnings():
+                    with (
+                        warnings.catch_warnings(),
+                        _time_box(left),
+                    ):  # timer off before filters reset
                         warnings.simplefilter("ignore")  # PyXtal warns on volume retries
                         if cfg.engine == "fast":
                             atoms = self._attempt_fast(sg, species, counts, volume, scale, rng)
@@ -583,7 +586,7 @@ class StructureGenerator:
             sites = gd.sample_sites(counts, rng)
             try:
                 cell = Lattice(gd.lattice_type, volume, random_state=rng).matrix  # [3, 3]
-            except VolumeError as exc:
+            except (VolumeError, RuntimeError, ValueError) as exc:  # PyXtal's lattice sampler
                 raise _AttemptFailed(f"space group {sg}: no lattice ({exc})") from exc
             try:
                 frac, spec = _place(gd, sites, cell, tol, rng, self.config.site_tries)
