@@ -132,6 +132,16 @@ def test_hull_reference_and_errors(tmp_path, capsys):
     write(cands, structs[2:])
     assert main(["hull", str(cands), "--reference", str(ref)]) == 0
     assert "(reference)" in capsys.readouterr().out
+    # a CIF of a known phase carries no energy: give its enthalpy per atom
+    cif = tmp_path / "au.cif"
+    write(cif, bulk("Au", "fcc", a=4.08))
+    h_au = float(structs[1].get_potential_energy()) / len(structs[1])
+    rc = main(["hull", str(cands), "--reference", str(ref), f"{cif}={h_au - 0.01}"])
+    assert rc == 0 and "au.cif:0" in capsys.readouterr().out
+    assert main(["hull", str(cands), "--reference", f"{cif}=abc"]) == 2
+    assert "must be a number" in capsys.readouterr().err
+    assert main(["hull", str(cands), "--reference", str(cif)]) == 2
+    assert "no energy" in capsys.readouterr().err
     assert main(["hull", str(cands)]) == 2  # no pure elements: the hull needs terminals
     assert "no entry for element" in capsys.readouterr().err
     empty = tmp_path / "empty.extxyz"

@@ -251,14 +251,20 @@ def entries_from_atoms(
     *,
     is_reference: bool = False,
     id_prefix: str = "",
+    enthalpy: float | None = None,
 ) -> list[HullEntry]:
     """Hull entries from structures carrying a total energy (eV).
 
     The energy comes from ``atoms.info['energy']`` or the attached (single-point) calculator;
-    the enthalpy per atom is (E + PV)/N at ``pressure_gpa``.
+    the enthalpy per atom is (E + PV)/N at ``pressure_gpa``. ``enthalpy`` (eV/atom at that
+    pressure) is used instead for files without energies, e.g. a CIF of a known phase.
     """
     out = []
     for i, atoms in enumerate(structures):
+        sid = str(atoms.info.get("id", f"{id_prefix}{i}"))
+        if enthalpy is not None:
+            out.append(HullEntry(sid, atoms.get_chemical_formula(), float(enthalpy), is_reference))
+            continue
         energy = atoms.info.get("energy")
         if energy is None and atoms.calc is not None:
             try:
@@ -268,9 +274,8 @@ def entries_from_atoms(
         if energy is None:
             raise ValueError(
                 f"structure {id_prefix}{i} ({atoms.get_chemical_formula()}) has no energy; write "
-                "files with energies (extxyz with energy=...)."
+                "files with energies (extxyz with energy=...) or give the enthalpy per atom."
             )
-        sid = str(atoms.info.get("id", f"{id_prefix}{i}"))
         out.append(
             HullEntry(
                 sid,
@@ -283,9 +288,16 @@ def entries_from_atoms(
 
 
 def read_entries(
-    path: str | Path, pressure_gpa: float, *, is_reference: bool = False
+    path: str | Path,
+    pressure_gpa: float,
+    *,
+    is_reference: bool = False,
+    enthalpy: float | None = None,
 ) -> list[HullEntry]:
-    """Read every structure of an extxyz (or any ASE-readable file with energies)."""
+    """Read every structure of an extxyz (or any ASE-readable file: CIF, POSCAR, ...).
+
+    Energies come from the file; for files without them (CIF) pass ``enthalpy`` (eV/atom).
+    """
     from ase.io import read
 
     path = Path(path)
@@ -300,5 +312,9 @@ def read_entries(
     if not structures:
         raise ValueError(f"{path} holds no structures.")
     return entries_from_atoms(
-        structures, pressure_gpa, is_reference=is_reference, id_prefix=f"{path.name}:"
+        structures,
+        pressure_gpa,
+        is_reference=is_reference,
+        id_prefix=f"{path.name}:",
+        enthalpy=enthalpy,
     )

@@ -21,10 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pressure", type=float, default=0.0, help="pressure for PV, GPa")
     p.add_argument(
         "--reference",
-        type=Path,
         nargs="+",
         default=[],
-        help="extxyz files of known reference phases (with energies)",
+        metavar="FILE[=H]",
+        help="known reference phases: extxyz with energies, or FILE=H for a file without "
+        "energies (e.g. MgH2.cif=-1.234, H in eV/atom at --pressure)",
     )
     p.add_argument(
         "--elements",
@@ -48,8 +49,15 @@ def run(args: argparse.Namespace) -> int:
     entries = []
     for f in args.files:
         entries += read_entries(f, args.pressure)
-    for f in args.reference:
-        entries += read_entries(f, args.pressure, is_reference=True)
+    for spec in args.reference:
+        path, _, h = spec.partition("=")
+        try:
+            enthalpy = float(h) if h else None
+        except ValueError as exc:
+            raise ValueError(
+                f"--reference {spec!r}: the enthalpy after '=' must be a number (eV/atom)."
+            ) from exc
+        entries += read_entries(Path(path), args.pressure, is_reference=True, enthalpy=enthalpy)
     res = build_hull_from_entries(entries, elements=args.elements)
     print(
         f"system {'-'.join(res.elements)} at {args.pressure:g} GPa: {len(entries)} entries, "
