@@ -32,6 +32,7 @@ __all__ = [
     "HullEntry",
     "HullResult",
     "build_hull",
+    "build_hull_from_entries",
     "enthalpy_per_atom",
     "entries_from_atoms",
     "read_entries",
@@ -231,7 +232,9 @@ def build_hull(
     )
 
 
-def build_hull_from_entries(entries: Sequence[HullEntry], elements: Sequence[str] | None = None):
+def build_hull_from_entries(
+    entries: Sequence[HullEntry], elements: Sequence[str] | None = None
+) -> HullResult:
     """``build_hull`` for a list of ``HullEntry``."""
     return build_hull(
         [e.composition for e in entries],
@@ -240,9 +243,6 @@ def build_hull_from_entries(entries: Sequence[HullEntry], elements: Sequence[str
         ids=[e.id for e in entries],
         elements=elements,
     )
-
-
-__all__.append("build_hull_from_entries")
 
 
 def entries_from_atoms(
