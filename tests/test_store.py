@@ -77,11 +77,19 @@ def test_structures_round_trip_exactly(store):
 
 
 def test_composition_keys(store):
-    assert composition_key({"Mg": 2, "H": 4}) == "H2Mg"
-    assert composition_key({"Ca": 2, "Mg": 2, "H": 46}) == "CaH23Mg"
+    from alcsp.compositions import composition_key as search_key
+
+    assert composition_key({"Mg": 2, "H": 4}) == "MgH2"
+    assert composition_key({"Ca": 2, "Mg": 2, "H": 46}) == "CaMgH23"
+    # the store's fast key is the search space's key
+    for formula in ["MgH2", "CaMg2H46", "Be3P2N4O", "AuCu3", "H", "BeP2O6"]:
+        from pymatgen.core import Composition
+
+        counts = {str(e): n for e, n in Composition(formula).items()}
+        assert composition_key(counts) == search_key(formula)
     ids = store.add_compositions(["MgH2", "Mg2H4", {"Ca": 1, "H": 6}], iteration=0)
     assert ids[0] == ids[1] != ids[2]
-    assert store.compositions() == ["H2Mg", "CaH6"]
+    assert store.compositions() == ["MgH2", "CaH6"]
     with pytest.raises(ValueError, match="real elements"):
         composition_key({"Xx": 1})
 

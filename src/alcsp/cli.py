@@ -17,6 +17,8 @@ COMMANDS: tuple[str, ...] = (
     "compositions",
     "generate",
     "hull",
+    "run",
+    "status",
 )
 
 

@@ -157,7 +157,7 @@ def select_for_labelling(
         if c.id in seen_ids:
             raise ValueError(f"candidate id {c.id!r} appears twice; ids must be unique.")
         seen_ids.add(c.id)
-        if labelled is not None and c.fingerprint is None:
+        if labelled is not None and c.fingerprint is None and c.status == "converged":
             raise ValueError(
                 f"candidate {c.id} has no fingerprint; it is needed to check it against the "
                 "labelled structures (or pass labelled=None)."
@@ -166,8 +166,12 @@ def select_for_labelling(
     def is_labelled(c: Candidate) -> bool:
         if c.id in done:
             return True
+        # A failed relaxation may have no fingerprint (a geometry too broken to describe);
+        # it is then matched by id only.
         return (
             labelled is not None
+            and c.fingerprint is not None
+            and math.isfinite(c.enthalpy_per_atom)
             and labelled.check(c.composition, c.enthalpy_per_atom, c.fingerprint) is not None
         )
 

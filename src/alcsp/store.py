@@ -22,6 +22,7 @@ stress float64 [3, 3] eV/Å³ (ASE sign). Energies in eV, enthalpies eV/atom, pr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,7 +52,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS compositions (
     id INTEGER PRIMARY KEY,
-    formula TEXT NOT NULL UNIQUE,          -- reduced composition key, e.g. CaH6Mg
+    formula TEXT NOT NULL UNIQUE,          -- reduced composition key, e.g. MgCaH6
     iteration INTEGER NOT NULL,
     source TEXT NOT NULL
 );
@@ -59,7 +60,7 @@ CREATE TABLE IF NOT EXISTS structures (
     id INTEGER PRIMARY KEY,
     n_atoms INTEGER NOT NULL,
     formula TEXT NOT NULL,                 -- full formula of the cell, e.g. Ca2H12Mg2
-    composition TEXT NOT NULL,             -- reduced key, e.g. CaH6Mg
+    composition TEXT NOT NULL,             -- reduced key, e.g. MgCaH6
     origin TEXT NOT NULL,
     iteration INTEGER NOT NULL,
     parent_id INTEGER REFERENCES structures(id),
@@ -166,16 +167,26 @@ class ModelRecord:
     created: float
 
 
+@functools.cache
+def _electronegativity(symbol: str) -> float:
+    from pymatgen.core import Element
+
+    return float(Element(symbol).X)
+
+
 def composition_key(counts: Mapping[str, int | float]) -> str:
-    """Reduced composition key: elements in alphabetical order, counts divided by their
-    gcd, a count of 1 omitted (``{"Mg": 2, "H": 4}`` → ``"H2Mg"``)."""
+    """Reduced composition key, the same as ``alcsp.compositions.composition_key``: elements
+    in pymatgen's electronegativity order, counts divided by their gcd, a count of 1 omitted
+    (``{"Mg": 2, "H": 4}`` → ``"MgH2"``). Written without building a pymatgen
+    ``Composition`` because the store computes it for every row it writes."""
     items = {el: int(round(n)) for el, n in counts.items() if n}
     if not items or any(el not in chemical_symbols[1:] for el in items):
         raise ValueError(f"composition {dict(counts)} must name real elements with counts > 0")
     g = 0
     for n in items.values():
         g = math.gcd(g, n)
-    return "".join(f"{el}{n // g if n // g != 1 else ''}" for el, n in sorted(items.items()))
+    order = sorted(items, key=lambda el: (_electronegativity(el), el))
+    return "".join(f"{el}{items[el] // g if items[el] // g != 1 else ''}" for el in order)
 
 
 def _formulas(numbers: np.ndarray) -> tuple[str, str]:

@@ -1,0 +1,76 @@
+"""``alcsp run CONFIG.toml`` (a new campaign) or ``alcsp run DIR`` (continue one)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run an active-learning campaign, or continue one",
+        description=(
+            "Start the campaign described by CONFIG.toml in --dir (default runs/<name>), or "
+            "continue the campaign in DIR exactly where it stopped. With DIR, --config "
+            "replaces the stored config (e.g. a larger budget) before continuing."
+        ),
+    )
+    p.add_argument("target", type=Path, help="campaign config (TOML) or campaign directory")
+    p.add_argument("--dir", type=Path, help="campaign directory for a new campaign")
+    p.add_argument("--config", type=Path, help="with DIR: a new config to continue under")
+    p.add_argument("--quiet", action="store_true", help="print only the final hull")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from alcsp.campaign import Campaign
+    from alcsp.config import load_config
+    from alcsp.store import DB_NAME
+
+    console = Console(stderr=True)
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", highlight=False)
+
+    target: Path = args.target
+    if target.is_dir():
+        if not (target / DB_NAME).exists():
+            raise ValueError(f"{target} is a directory but holds no campaign ({DB_NAME} missing)")
+        text = None
+        if args.config is not None:
+            load_config(args.config)  # validate first
+            text = args.config.read_text()
+        campaign = Campaign.open(target, say=say, config_text=text)
+        directory = target
+    elif target.is_file():
+        config = load_config(target)
+        directory = args.dir or Path("runs") / config.campaign.name
+        if (directory / DB_NAME).exists():
+            raise ValueError(
+                f"{directory} already holds a campaign; continue it with `alcsp run {directory}`"
+                " or choose another --dir"
+            )
+        campaign = Campaign.create(directory, target.read_text(), say=say)
+    else:
+        raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
+    say(f"campaign directory: {directory}")
+    try:
+        hull = campaign.run()
+    finally:
+        campaign.close()
+    if hull is None:
+        print("no hull: no successful oracle label covers every element")
+        return 1
+    print(f"stable phases ({len(hull.stable)}):")
+    for key, h in sorted(hull.stable.items(), key=lambda kv: kv[1]):
+        print(
+            f"  {key:<16} formation enthalpy {1000 * h:9.2f} meV/atom"
+            f"  (structure {hull.structure_ids[key]})"
+        )
+    print(f"see `alcsp status {directory}` and `alcsp report {directory}`")
+    return 0

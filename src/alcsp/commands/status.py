@@ -1,0 +1,79 @@
+"""``alcsp status DIR``: a summary of a campaign, also while it runs in another process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="summarise a campaign (safe while it runs)")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def summary(directory: Path) -> dict:
+    from alcsp.store import DB_NAME, CampaignStore
+
+    if not (directory / DB_NAME).exists():
+        raise FileNotFoundError(f"{directory} holds no campaign ({DB_NAME} missing)")
+    with CampaignStore.open(directory, readonly=True) as store:
+        iterations = [
+            {"iteration": it.index, "stage": it.stage, "finished": it.finished is not None,
+             "counts": it.counts, "timings": it.timings,
+             "stable": sorted((it.hull or {}).get("stable", {}))}
+            for it in store.iterations()
+        ]  # fmt: skip
+        n_ok = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 1").fetchone()[0]
+        n_fail = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 0").fetchone()[0]
+        final = store.meta("final_hull")
+        return {
+            "directory": str(directory),
+            "version": store.meta("version"),
+            "structures": store.count("structures"),
+            "relaxations": store.count("relaxations"),
+            "labels": n_ok,
+            "label_failures": n_fail,
+            "models": len(store.models()),
+            "iterations": iterations,
+            "final_hull": json.loads(final) if final else None,
+        }
+
+
+def run(args: argparse.Namespace) -> int:
+    s = summary(args.directory)
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    print(f"campaign {s['directory']} (alcsp {s['version']})")
+    print(
+        f"  structures {s['structures']}, ACNN relaxations {s['relaxations']}, "
+        f"oracle labels {s['labels']} (+{s['label_failures']} failed), models {s['models']}"
+    )
+    for it in s["iterations"]:
+        c = it["counts"]
+        v = c.get("validation") or {}
+        err = (
+            f", model error on new labels {v['energy_mev_per_atom']:.1f} meV/atom "
+            f"{v['force_mev_per_a']:.0f} meV/Å"
+            if v
+            else ""
+        )
+        state = "done" if it["finished"] else f"in progress ({it['stage']})"
+        print(
+            f"  iteration {it['iteration']}: {state}; relaxed {c.get('relaxations', 0)} "
+            f"(unphysical {c.get('unphysical', 0)}), labelled {c.get('labelled', 0)}"
+            f"{err}; stable: {', '.join(it['stable']) or '-'}"
+        )
+    if s["final_hull"]:
+        stable = s["final_hull"]["stable"]
+        print(
+            "  final hull: "
+            + ", ".join(
+                f"{k} {1000 * v:.1f} meV/atom"
+                for k, v in sorted(stable.items(), key=lambda x: x[1])
+            )
+        )
+    return 0

@@ -1,0 +1,222 @@
+"""The campaign config: one TOML file, validated once, then passed around as typed objects.
+
+Tables (every one optional except ``[campaign]``, ``[compositions]`` and ``[oracle]``)::
+
+    [campaign]     name, seed, pressure (GPa), iteration and oracle budgets, convergence
+    [compositions] the search space (alcsp.compositions.rules_from_mapping)
+    [generate]     random structures (alcsp.generate.GenerateConfig; pressure comes from
+                   [campaign])
+    [relax]        batched BFGS settings (alcsp.relax.RelaxConfig)
+    [[selection]]  C_max, L_max, B_max, ... (alcsp.select.SelectionConfig); one table per
+                   stage, each with ``from_iteration`` (the first applies from iteration 1)
+    [dedup]        duplicate tolerances (alcsp.dedup.DedupConfig)
+    [model]        ACNN hyperparameters (alcsp.potential.ACNNConfig; species come from
+                   [compositions] elements)
+    [train]        training (alcsp.potential.TrainConfig)
+    [oracle]       the labelling code (alcsp.oracle.OracleConfig)
+    [final]        full oracle relaxation of the lowest structures at the end
+    [executor]     where oracle jobs run (alcsp.execute.ExecutorConfig)
+
+Errors name the table and field and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alcsp.compositions import CompositionRules, rules_from_mapping
+from alcsp.dedup import DedupConfig, FingerprintConfig
+from alcsp.execute import ExecutorConfig
+from alcsp.generate import GenerateConfig
+from alcsp.oracle.factory import OracleConfig
+from alcsp.potential.model import ACNNConfig
+from alcsp.potential.train import TrainConfig
+from alcsp.relax.config import RelaxConfig
+from alcsp.select import SelectionConfig, SelectionSchedule
+
+TABLES = (
+    "campaign", "compositions", "generate", "relax", "selection", "dedup", "model", "train",
+    "oracle", "final", "executor",
+)  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """The ``[campaign]`` table."""
+
+    name: str = "campaign"
+    seed: int = 0
+    pressure: float = 0.0  # GPa
+    max_iterations: int = 10  # active-learning iterations after the initial labelling
+    initial_structures: int = 500  # N0: random structures labelled before the first model
+    structures_per_iteration: int = 5000  # search budget: random structures relaxed per iter.
+    relax_chunk: int = 64  # structures relaxed (and committed) together
+    oracle_budget: int = 0  # maximum oracle calls in all (0 = no limit)
+    hull_tolerance: float = 0.005  # eV/atom: hull "unchanged" if stable energies move less
+    hull_patience: int = 2  # K: stop after K iterations with an unchanged hull
+    report_ehull: float = 0.05  # eV/atom: near-hull window of reports and the final relax
+
+    def __post_init__(self):
+        _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
+        _nonnegative_ints(
+            self, "campaign", ["initial_structures", "structures_per_iteration", "oracle_budget"]
+        )
+        if not math.isfinite(self.pressure) or self.pressure <= -1.0:
+            raise ConfigError(
+                f"[campaign] pressure must be a finite value in GPa > -1, got {self.pressure}"
+            )
+        if not self.hull_tolerance > 0:
+            raise ConfigError("[campaign] hull_tolerance must be > 0 eV/atom")
+        if not self.report_ehull >= 0:
+            raise ConfigError("[campaign] report_ehull must be >= 0 eV/atom")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"[campaign] name must be a plain non-empty name, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    """The ``[final]`` table: oracle relaxation of the M lowest-E_hull structures."""
+
+    structures: int = 5  # M (0 = skip)
+    fmax: float = 0.01  # eV/Å
+    max_steps: int = 200
+
+    def __post_init__(self):
+        _nonnegative_ints(self, "final", ["structures"])
+        _positive_ints(self, "final", ["max_steps"])
+        if not self.fmax > 0:
+            raise ConfigError("[final] fmax must be > 0 eV/Å")
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """Everything a campaign needs, validated."""
+
+    campaign: CampaignSettings
+    compositions: CompositionRules
+    generate: GenerateConfig
+    relax: RelaxConfig
+    selection: SelectionSchedule
+    dedup: DedupConfig
+    model: ACNNConfig
+    train: TrainConfig
+    oracle: OracleConfig
+    final: FinalSettings
+    executor: ExecutorConfig
+    text: str = field(default="", compare=False, repr=False)  # the TOML source
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(self.compositions.elements)
+
+
+def _positive_ints(obj, table: str, names: list[str]) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"[{table}] {n} must be an integer >= 1, got {v!r}")
+
+
+def _nonnegative_ints(obj, table: str, names: list[str]) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"[{table}] {n} must be an integer >= 0, got {v!r}")
+
+
+def _build(cls, table: str, values: dict, **fixed):
+    """cls(**values, **fixed), naming unknown fields and wrapping validation errors."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"[{table}] has unknown fields {unknown}; known: {sorted(known)}")
+    clash = sorted(set(values) & set(fixed))
+    if clash:
+        raise ConfigError(f"[{table}] must not set {clash}: it comes from elsewhere in the config")
+    try:
+        return cls(**values, **fixed)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[{table}] {exc}") from exc
+
+
+def _selection(raw: Any) -> SelectionSchedule:
+    if raw is None:
+        return SelectionSchedule.from_list([SelectionConfig()])
+    tables = [raw] if isinstance(raw, dict) else list(raw)
+    steps: dict[int, SelectionConfig] = {}
+    for k, t in enumerate(tables):
+        t = dict(t)
+        start = t.pop("from_iteration", 1 if k == 0 else None)
+        if not isinstance(start, int) or start < 1:
+            raise ConfigError(
+                f"[[selection]] table {k + 1} needs from_iteration = an integer >= 1 "
+                "(iterations count from 1)"
+            )
+        if start in steps or (k == 0 and start != 1):
+            raise ConfigError(
+                "[[selection]]: the first table applies from iteration 1 and "
+                "from_iteration values must be distinct"
+            )
+        steps[start] = _build(SelectionConfig, "selection", t)
+    # The schedule is indexed from 0; iteration 0 is the initial labelling (no selection).
+    return SelectionSchedule({0: steps[1], **steps})
+
+
+def parse_config(text: str, source: str = "config") -> CampaignConfig:
+    """Parse and validate a campaign config from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"{source}: unknown tables {unknown}; allowed: {list(TABLES)}")
+    for required in ("campaign", "compositions", "oracle"):
+        if required not in data:
+            raise ConfigError(f"{source}: the [{required}] table is required")
+    campaign = _build(CampaignSettings, "campaign", dict(data["campaign"]))
+    try:
+        rules = rules_from_mapping(data["compositions"])
+    except ValueError as exc:
+        raise ConfigError(f"[compositions] {exc}") from exc
+    gen = _build(
+        GenerateConfig, "generate", dict(data.get("generate", {})), pressure_gpa=campaign.pressure
+    )
+    relax = _build(RelaxConfig, "relax", dict(data.get("relax", {})))
+    dedup_raw = dict(data.get("dedup", {}))
+    if "fingerprint" in dedup_raw:
+        dedup_raw["fingerprint"] = _build(
+            FingerprintConfig, "dedup.fingerprint", dict(dedup_raw["fingerprint"])
+        )
+    dedup = _build(DedupConfig, "dedup", dedup_raw)
+    model = _build(ACNNConfig, "model", dict(data.get("model", {})), species=tuple(rules.elements))
+    train = _build(TrainConfig, "train", dict(data.get("train", {})))
+    try:
+        oracle = OracleConfig.from_dict(dict(data["oracle"]))
+        executor = ExecutorConfig.from_dict(dict(data.get("executor", {})))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    final = _build(FinalSettings, "final", dict(data.get("final", {})))
+    return CampaignConfig(
+        campaign=campaign, compositions=rules, generate=gen, relax=relax,
+        selection=_selection(data.get("selection")), dedup=dedup, model=model, train=train,
+        oracle=oracle, final=final, executor=executor, text=text,
+    )  # fmt: skip
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    return parse_config(path.read_text(), source=str(path))
