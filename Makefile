@@ -8,7 +8,8 @@ dft: setup
 	@bash scripts/install_gpaw.sh
 
 demo: setup
-	.venv/bin/python -m alcsp.demo
+	OMP_NUM_THREADS=1 .venv/bin/alcsp run examples/demo-cuau-emt.toml --dir runs/demo
+	.venv/bin/alcsp report runs/demo
 
 test: setup dft
 	.venv/bin/python -m pytest -q tests

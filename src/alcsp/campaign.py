@@ -32,7 +32,7 @@ from alcsp.config import CampaignConfig, parse_config
 from alcsp.dedup import Deduplicator, fingerprint
 from alcsp.execute import make_executor
 from alcsp.generate import StructureGenerator
-from alcsp.hull import build_hull
+from alcsp.hull import HullResult, build_hull
 from alcsp.label import label_structures
 from alcsp.oracle.base import Label
 from alcsp.oracle.factory import make_oracle
@@ -77,6 +77,49 @@ class HullSnapshot:
         return all(abs(self.stable[k] - other.stable[k]) <= tol for k in self.stable)
 
 
+@dataclass
+class LabelledHull:
+    """The hull of a campaign's oracle labels: ``hull`` entries are ``structures[kept[i]]``."""
+
+    hull: HullResult
+    structures: list[Atoms]  # every successful label, with info["structure_id"]
+    kept: np.ndarray  # [M] index into structures of each hull entry
+
+    def structure_id(self, entry: int) -> int:
+        return int(self.structures[self.kept[entry]].info["structure_id"])
+
+
+def hull_of(keys: np.ndarray, enthalpy: np.ndarray, elements: tuple[str, ...]):
+    """Hull of the entries whose elements all have a pure entry: (HullResult, kept indices),
+    or None when no entry qualifies. Entries of compositions with a missing terminal are
+    left out (their E_hull is undefined), never guessed."""
+    if len(keys) == 0:
+        return None
+    from pymatgen.core import Composition
+
+    have = {str(Composition(k).elements[0]) for k in set(keys) if len(Composition(k)) == 1}
+    keep = np.array([{str(e) for e in Composition(k).elements} <= have for k in keys])
+    if not keep.any():
+        return None
+    idx = np.nonzero(keep)[0]
+    present = tuple(e for e in elements if e in have)
+    return build_hull(list(keys[idx]), np.asarray(enthalpy)[idx], elements=present), idx
+
+
+def labelled_hull(
+    store: CampaignStore, oracle: str, pressure_gpa: float, elements: tuple[str, ...]
+) -> LabelledHull | None:
+    """Hull of every successful label of ``oracle``, enthalpies at ``pressure_gpa``."""
+    data = store.training_set(oracle)
+    if not data:
+        return None
+    p = pressure_gpa * GPA
+    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
+    h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
+    built = hull_of(keys, h, elements)
+    return None if built is None else LabelledHull(built[0], data, built[1])
+
+
 class Campaign:
     """One campaign directory: its config, store, oracle and executor."""
 
@@ -112,7 +155,7 @@ class Campaign:
         if config_text is not None:
             parse_config(config_text)  # validate before storing
             store.set_meta("config", config_text)
-        return cls(store, parse_config(store.config_text(), source=f"{directory} config"), say)
+        return cls(store, parse_config(store.config_text, source=f"{directory} config"), say)
 
     @property
     def executor(self):
@@ -363,24 +406,17 @@ class Campaign:
             "n_structures": m.n_structures,
         }
 
-    def oracle_hull(self, extra: list[Atoms] | None = None) -> HullSnapshot | None:
+    def oracle_hull(self) -> HullSnapshot | None:
         """Hull of every successful oracle label (enthalpies at the campaign pressure)."""
-        data = self.store.training_set(self.oracle.name) + list(extra or [])
-        if not data:
+        lh = self._labelled_hull()
+        if lh is None:
             return None
-        p = self.config.campaign.pressure * GPA
-        keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-        h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
-        built = self._hull(keys, h)
-        if built is None:
-            return None
-        hull, idx = built
         stable, sids = {}, {}
-        for i in hull.stable_indices:
-            key = hull.keys[hull.comp_index[i]]
-            stable[key] = float(hull.formation[i])
-            sids[key] = int(data[idx[i]].info["structure_id"])
-        return HullSnapshot(stable, sids, len(data))
+        for i in lh.hull.stable_indices:
+            key = lh.hull.keys[lh.hull.comp_index[i]]
+            stable[key] = float(lh.hull.formation[i])
+            sids[key] = lh.structure_id(i)
+        return HullSnapshot(stable, sids, len(lh.structures))
 
     def final_relaxation(self) -> HullSnapshot | None:
         """Relax the M lowest-E_hull labelled structures with the oracle; the final hull."""
@@ -439,7 +475,8 @@ class Campaign:
                 return False
             snaps.append(HullSnapshot.from_json(rec.hull))
         tol = self.config.campaign.hull_tolerance
-        return all(s is not None and s.same_as(p, tol) for p, s in zip(snaps, snaps[1:], strict=False))
+        pairs = zip(snaps, snaps[1:], strict=False)
+        return all(s is not None and s.same_as(p, tol) for p, s in pairs)
 
     def budget_left(self) -> int | None:
         b = self.config.campaign.oracle_budget
@@ -454,24 +491,15 @@ class Campaign:
         return [i for i in ids if i in labelled] + todo[:left]
 
     def _iteration_indices(self) -> set[int]:
-        return {r[0] for r in self.store.conn.execute("SELECT idx FROM iterations")}
+        return {it.index for it in self.store.iterations()}
 
     def _hull(self, keys: np.ndarray, enthalpy: np.ndarray):
-        """Hull of the entries whose elements all have a pure entry; (hull, kept indices)."""
-        if len(keys) == 0:
-            return None
-        from pymatgen.core import Composition
+        return hull_of(keys, enthalpy, self.config.elements)
 
-        elements = self.config.elements
-        pure = {k for k in set(keys) if len(Composition(k).elements) == 1}
-        have = {str(Composition(k).elements[0]) for k in pure}
-        keep = np.array([{str(e) for e in Composition(k).elements} <= have for k in keys])
-        if not keep.any():
-            return None
-        idx = np.nonzero(keep)[0]
-        present = tuple(e for e in elements if e in have)
-        hull = build_hull(list(keys[idx]), enthalpy[idx], elements=present)
-        return hull, idx
+    def _labelled_hull(self) -> LabelledHull | None:
+        return labelled_hull(
+            self.store, self.oracle.name, self.config.campaign.pressure, self.config.elements
+        )
 
     def _fingerprint(self, atoms: Atoms) -> np.ndarray | None:
         """Fingerprint of a relaxed structure; None for a geometry too broken to describe
@@ -497,30 +525,16 @@ class Campaign:
 
     def _volume_hints(self) -> dict[str, float]:
         """Mean volume per atom of the converged relaxations so far, per composition."""
-        rel = self.store.relaxations(status="converged", method="acnn")
-        if len(rel["id"]) == 0:
-            return {}
-        n_atoms = {sid: len(a) for sid, a in zip(
-            rel["structure_id"].tolist(), self.store.get_atoms(rel["structure_id"].tolist()),
-            strict=True)}  # fmt: skip
+        comps, vols = self.store.relaxed_volumes_per_atom(method="acnn", status="converged")
         sums: dict[str, list[float]] = {}
-        for sid, comp, vol in zip(
-            rel["structure_id"], rel["composition"], rel["volume"], strict=True
-        ):
-            sums.setdefault(composition_key(comp), []).append(vol / n_atoms[int(sid)])
+        for comp, v in zip(comps, vols, strict=True):
+            sums.setdefault(composition_key(comp), []).append(float(v))
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
     def _lowest_e_hull_labels(self, m: int) -> list[int]:
-        data = self.store.training_set(self.oracle.name)
-        if not data:
+        """The best label of each composition, the M lowest in E_hull."""
+        lh = self._labelled_hull()
+        if lh is None:
             return []
-        p = self.config.campaign.pressure * GPA
-        keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-        h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
-        built = self._hull(keys, h)
-        if built is None:
-            return []
-        hull, idx = built
-        # the lowest entry of each composition, by its E_hull, then take M
-        best = sorted(hull.best_index, key=lambda i: hull.e_hull[i])[:m]
-        return [int(data[idx[i]].info["structure_id"]) for i in best]
+        best = sorted(lh.hull.best_index, key=lambda i: lh.hull.e_hull[i])[:m]
+        return [lh.structure_id(i) for i in best]

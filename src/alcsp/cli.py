@@ -19,6 +19,8 @@ COMMANDS: tuple[str, ...] = (
     "hull",
     "run",
     "status",
+    "report",
+    "export",
 )
 
 

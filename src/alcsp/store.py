@@ -545,6 +545,19 @@ class CampaignStore:
                 out[col] = np.array([np.nan if v is None else v for v in vals], dtype=float)
         return out
 
+    def relaxed_volumes_per_atom(
+        self, method: str = "acnn", status: str = "converged"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(composition keys [R], final volume per atom [R] Å³) of the relaxations by
+        ``method`` with ``status`` (the generator's volume hints)."""
+        rows = self.conn.execute(
+            "SELECT r.composition, r.volume / s.n_atoms FROM relaxations r JOIN structures s "
+            "ON s.id = r.structure_id WHERE r.method = ? AND r.status = ? ORDER BY r.id",
+            (method, status),
+        ).fetchall()
+        return (np.array([r[0] for r in rows], dtype=object),
+                np.array([r[1] for r in rows], dtype=float))
+
     def fingerprints(self, relaxation_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored fingerprints (float32 [d]) of the given relaxations that have one."""
         ids = [int(i) for i in relaxation_ids]

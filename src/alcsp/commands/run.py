@@ -50,12 +50,19 @@ def run(args: argparse.Namespace) -> int:
     elif target.is_file():
         config = load_config(target)
         directory = args.dir or Path("runs") / config.campaign.name
+        text = target.read_text()
         if (directory / DB_NAME).exists():
-            raise ValueError(
-                f"{directory} already holds a campaign; continue it with `alcsp run {directory}`"
-                " or choose another --dir"
-            )
-        campaign = Campaign.create(directory, target.read_text(), say=say)
+            campaign = Campaign.open(directory, say=say)
+            if campaign.store.config_text != text:
+                campaign.close()
+                raise ValueError(
+                    f"{directory} already holds a campaign with a different config; continue "
+                    f"it with `alcsp run {directory} --config {target}` (to adopt the new "
+                    "config) or choose another --dir"
+                )
+            say(f"{directory} already holds this campaign: continuing it")
+        else:
+            campaign = Campaign.create(directory, text, say=say)
     else:
         raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
     say(f"campaign directory: {directory}")

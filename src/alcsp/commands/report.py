@@ -1,0 +1,22 @@
+"""``alcsp report DIR``: one self-contained HTML report (plus PNGs) of a campaign."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write an HTML report of a campaign")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--out", type=Path, help="output folder (default DIR/report)")
+    p.add_argument("--ehull", type=float, help="near-hull window, eV/atom (default: config)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alcsp.report import write_report
+
+    path = write_report(args.directory, args.out, args.ehull)
+    print(f"wrote {path}")
+    return 0
