@@ -88,7 +88,10 @@ def library() -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
 def available() -> bool:
+    """True when the kernels build and load here (the answer is cached per process, so a
+    machine without a compiler does not retry the build on every call)."""
     try:
         library()
     except (FusedUnavailable, OSError):
