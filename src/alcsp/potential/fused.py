@@ -89,14 +89,18 @@ def library() -> ctypes.CDLL:
 
 
 @functools.cache
-def available() -> bool:
-    """True when the kernels build and load here (the answer is cached per process, so a
-    machine without a compiler does not retry the build on every call)."""
+def unavailable_reason() -> str | None:
+    """Why the kernels cannot be used here, or None when they build and load. Cached per
+    process, so a machine without a compiler does not retry the build on every call."""
     try:
         library()
-    except (FusedUnavailable, OSError):
-        return False
-    return True
+    except (FusedUnavailable, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def available() -> bool:
+    return unavailable_reason() is None
 
 
 def _call(kind: str, meta: tuple, tensors: list[torch.Tensor]) -> None:
