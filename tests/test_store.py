@@ -30,14 +30,22 @@ def cells(rng: np.random.Generator, n: int, symbol: str = "Cu"):
 
 
 def record(i=None, status="converged", h=-1.0):
-    return RelaxationRecord(status=status, energy=4 * h, enthalpy_per_atom=h, volume=46.0,
-                            steps=12, pressure=0.0, initial_id=i)
+    return RelaxationRecord(
+        status=status,
+        energy=4 * h,
+        enthalpy_per_atom=h,
+        volume=46.0,
+        steps=12,
+        pressure=0.0,
+        initial_id=i,
+    )
 
 
 @pytest.fixture
 def store(tmp_path):
-    s = CampaignStore.create(tmp_path / "camp", config_text="[oracle]\nname='emt'\n",
-                             version="0.1.0")
+    s = CampaignStore.create(
+        tmp_path / "camp", config_text="[oracle]\nname='emt'\n", version="0.1.0"
+    )
     yield s
     s.close()
 
@@ -99,8 +107,10 @@ def test_relaxations_idempotent_by_initial_structure(store):
     init = store.add_structures(cells(rng, 4), "random", 1)
     finals = store.get_atoms(init)
     statuses = ["converged", "converged", "max_steps", "unphysical"]
-    recs = [record(i, status=s, h=-1.0 - 0.1 * k)
-            for k, (i, s) in enumerate(zip(init, statuses, strict=True))]
+    recs = [
+        record(i, status=s, h=-1.0 - 0.1 * k)
+        for k, (i, s) in enumerate(zip(init, statuses, strict=True))
+    ]
     rel = store.add_relaxed(finals, recs, iteration=1)
     assert None not in rel
     again = store.add_relaxed(finals, recs, iteration=1)  # a redone batch adds nothing
@@ -122,7 +132,8 @@ def test_queries_by_composition_and_e_hull_use_indexes(store):
         return " ".join(r[-1] for r in store.conn.execute("EXPLAIN QUERY PLAN " + q))
 
     assert "relaxations_comp_h" in plan(
-        "SELECT id FROM relaxations WHERE composition = 'Cu' ORDER BY enthalpy_per_atom LIMIT 3")
+        "SELECT id FROM relaxations WHERE composition = 'Cu' ORDER BY enthalpy_per_atom LIMIT 3"
+    )
     assert "relaxations_e_hull" in plan("SELECT id FROM relaxations WHERE e_hull < 0.1")
     assert "structures_composition" in plan("SELECT id FROM structures WHERE composition='Cu'")
 
@@ -203,8 +214,9 @@ def test_export_cif(tmp_path, store):
 def test_iterations_and_models(tmp_path, store):
     store.start_iteration(0)
     store.update_iteration(0, stage="relax", counts={"relaxed": 10}, timings={"relax": 1.5})
-    rec = store.update_iteration(0, stage="label", counts={"labelled": 3},
-                                 hull={"stable": ["Cu"]}, finished=True)
+    rec = store.update_iteration(
+        0, stage="label", counts={"labelled": 3}, hull={"stable": ["Cu"]}, finished=True
+    )
     assert rec.counts == {"relaxed": 10, "labelled": 3} and rec.timings == {"relax": 1.5}
     assert rec.stage == "label" and rec.hull == {"stable": ["Cu"]} and rec.finished >= rec.started
     assert store.start_iteration(0).counts == rec.counts  # restart keeps what was done
@@ -284,21 +296,26 @@ def check_consistent(directory, per_unit):
     with CampaignStore.open(directory) as s:
         assert s.integrity_check() == "ok"
         c = s.conn
-        per_iter = c.execute("SELECT iteration, COUNT(*) FROM structures WHERE origin='random' "
-                             "GROUP BY iteration").fetchall()
+        per_iter = c.execute(
+            "SELECT iteration, COUNT(*) FROM structures WHERE origin='random' GROUP BY iteration"
+        ).fetchall()
         assert all(n == per_unit for _, n in per_iter), per_iter
         # every relaxed structure has exactly one relaxation, every relaxation its structure
         n_relaxed = c.execute("SELECT COUNT(*) FROM structures WHERE origin='relaxed'").fetchone()
         assert n_relaxed[0] == s.count("relaxations")
-        orphans = c.execute("SELECT COUNT(*) FROM relaxations r LEFT JOIN structures s ON "
-                            "s.id = r.structure_id WHERE s.id IS NULL").fetchone()[0]
+        orphans = c.execute(
+            "SELECT COUNT(*) FROM relaxations r LEFT JOIN structures s ON "
+            "s.id = r.structure_id WHERE s.id IS NULL"
+        ).fetchone()[0]
         assert orphans == 0
         dup = c.execute("SELECT COUNT(*) - COUNT(DISTINCT initial_id) FROM relaxations")
         assert dup.fetchone()[0] == 0
         dup = c.execute("SELECT COUNT(*) - COUNT(DISTINCT structure_id || oracle) FROM labels")
         assert dup.fetchone()[0] == 0
-        for n, fb, sb, e in c.execute("SELECT s.n_atoms, l.forces, l.stress, l.energy FROM "
-                                      "labels l JOIN structures s ON s.id = l.structure_id"):
+        for n, fb, sb, e in c.execute(
+            "SELECT s.n_atoms, l.forces, l.stress, l.energy FROM "
+            "labels l JOIN structures s ON s.id = l.structure_id"
+        ):
             assert len(fb) == n * 3 * 8 and len(sb) == 9 * 8 and np.isfinite(e)
         return s.count("relaxations"), s.count("labels")
 
@@ -312,8 +329,11 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
     progress = []
     # Kill after a random number of progress events (units relaxed, structures labelled),
     # in both phases; the writer keeps running for a random moment while we react.
-    targets = [int(rng.integers(1, units)), int(rng.integers(1, units)),
-               *(int(x) for x in rng.integers(1, per_unit * units // 2, size=3))]
+    targets = [
+        int(rng.integers(1, units)),
+        int(rng.integers(1, units)),
+        *(int(x) for x in rng.integers(1, per_unit * units // 2, size=3)),
+    ]
     for target in targets:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for _ in range(target):
@@ -344,3 +364,27 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
 def test_foreign_keys_and_uniqueness_enforced(store):
     with pytest.raises(sqlite3.IntegrityError):
         store.add_labels([(999, LabelFailure(FailureKind.CRASH, "x", "emt"))], 0)
+
+
+def test_children_and_label_counts(store):
+    from ase.build import bulk
+
+    from alcsp.oracle.base import FailureKind, Label, LabelFailure
+
+    parent = store.add_structures([bulk("Cu", "fcc", a=3.6)], "relaxed", 1)[0]
+    child = store.add_structures(
+        [bulk("Cu", "fcc", a=3.61)], "oracle_relaxed", -1, parent_ids=[parent]
+    )[0]
+    assert store.children("oracle_relaxed") == {parent: child}
+    assert store.children("relaxed") == {}
+    f = np.zeros((1, 3))
+    store.add_labels(
+        [
+            (parent, Label(-1.0, f, np.zeros((3, 3)), "emt", 0.1)),
+            (child, LabelFailure(FailureKind.CRASH, "boom", "emt")),
+        ],
+        iteration=1,
+    )
+    assert store.label_counts(1) == (1, 1)
+    assert store.label_counts(1, oracle="gpaw") == (0, 0)
+    assert store.label_counts(2) == (0, 0)

@@ -545,6 +545,23 @@ class CampaignStore:
                 out[col] = np.array([np.nan if v is None else v for v in vals], dtype=float)
         return out
 
+    def children(self, origin: str) -> dict[int, int]:
+        """parent id -> id of its (latest) child structure of ``origin``."""
+        q = ("SELECT parent_id, MAX(id) FROM structures WHERE origin = ? AND parent_id IS NOT NULL "
+             "GROUP BY parent_id")
+        return {int(p): int(c) for p, c in self.conn.execute(q, (origin,))}
+
+    def label_counts(self, iteration: int, oracle: str | None = None) -> tuple[int, int]:
+        """(successful, failed) labels recorded in ``iteration``."""
+        q = ("SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0) FROM labels "
+             "WHERE iteration = ?")
+        args: list[Any] = [iteration]
+        if oracle is not None:
+            q += " AND oracle = ?"
+            args.append(oracle)
+        ok, failed = self.conn.execute(q, args).fetchone()
+        return int(ok), int(failed)
+
     def relaxed_volumes_per_atom(
         self, method: str = "acnn", status: str = "converged"
     ) -> tuple[np.ndarray, np.ndarray]:
