@@ -74,6 +74,10 @@ class StructureBatch:
     cell: torch.Tensor  # [S, 3, 3] Å, lattice vectors as rows (ASE convention)
     numbers: torch.Tensor  # [N] long, atomic numbers
     ptr: torch.Tensor  # [S+1] long, atom offsets of each structure
+    #: [S] long, optional stable identifiers of the structures (e.g. the relaxer's input
+    #: indices): a potential may use them to cache per-structure work (``ACNNPotential``
+    #: reuses neighbour lists); ``None`` when the caller has none.
+    ids: torch.Tensor | None = None
 
     @property
     def n_structures(self) -> int:
@@ -109,6 +113,7 @@ class StructureBatch:
             cell=self.cell.to(device=device, dtype=dtype),
             numbers=self.numbers.to(device=device),
             ptr=self.ptr.to(device=device),
+            ids=None if self.ids is None else self.ids.to(device=device),
         )
 
     @classmethod
@@ -175,6 +180,7 @@ class StructureBatch:
             cell=self.cell[idx],
             numbers=self.numbers[atom_idx],
             ptr=ptr,
+            ids=None if self.ids is None else self.ids[idx.to(self.ids.device)],
         )
 
 

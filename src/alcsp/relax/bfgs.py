@@ -134,9 +134,11 @@ def bfgs_step(
 
     positions, cell, log_strain, F = geometry(state)
     pdtype = potential.dtype
+    # ids = the caller's structure ids, stable while a structure stays in the batch, so a
+    # potential can reuse per-structure work across steps (ACNNPotential: neighbour lists)
     out = potential.compute(StructureBatch(
         positions=positions.to(pdtype), cell=cell.to(pdtype), numbers=state.numbers,
-        ptr=state.ptr,
+        ptr=state.ptr, ids=state.index,
     ))
     energy = out.energy.detach().to(dt)  # [S]
     forces = out.forces.detach().to(dt)  # [N, 3]
