@@ -33,7 +33,7 @@ from alcsp.compositions import CompositionRules, rules_from_mapping
 from alcsp.dedup import DedupConfig, FingerprintConfig
 from alcsp.execute import ExecutorConfig
 from alcsp.generate import GenerateConfig
-from alcsp.oracle.factory import OracleConfig
+from alcsp.oracle.factory import OracleConfig, make_oracle
 from alcsp.potential.model import ACNNConfig
 from alcsp.potential.train import TrainConfig
 from alcsp.relax.config import RelaxConfig
@@ -133,15 +133,18 @@ def _nonnegative_ints(obj, table: str, names: list[str]) -> None:
             raise ConfigError(f"[{table}] {n} must be an integer >= 0, got {v!r}")
 
 
-def _build(cls, table: str, values: dict, **fixed):
-    """cls(**values, **fixed), naming unknown fields and wrapping validation errors."""
+def _build(cls, table: str, values: dict, source: str = "", **fixed):
+    """cls(**values, **fixed), naming unknown fields and wrapping validation errors;
+    ``source`` says where the ``fixed`` fields come from."""
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"[{table}] has unknown fields {unknown}; known: {sorted(known)}")
     clash = sorted(set(values) & set(fixed))
     if clash:
-        raise ConfigError(f"[{table}] must not set {clash}: it comes from elsewhere in the config")
+        raise ConfigError(
+            f"[{table}] must not set {clash}: {source or 'it comes from elsewhere in the config'}"
+        )
     try:
         return cls(**values, **fixed)
     except ConfigError:
@@ -191,8 +194,10 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
     except ValueError as exc:
         raise ConfigError(f"[compositions] {exc}") from exc
     gen = _build(
-        GenerateConfig, "generate", dict(data.get("generate", {})), pressure_gpa=campaign.pressure
-    )
+        GenerateConfig, "generate", dict(data.get("generate", {})),
+        source="the pressure comes from [campaign] pressure (GPa)",
+        pressure_gpa=campaign.pressure,
+    )  # fmt: skip
     relax = _build(RelaxConfig, "relax", dict(data.get("relax", {})))
     dedup_raw = dict(data.get("dedup", {}))
     if "fingerprint" in dedup_raw:
@@ -200,10 +205,15 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
             FingerprintConfig, "dedup.fingerprint", dict(dedup_raw["fingerprint"])
         )
     dedup = _build(DedupConfig, "dedup", dedup_raw)
-    model = _build(ACNNConfig, "model", dict(data.get("model", {})), species=tuple(rules.elements))
+    model = _build(
+        ACNNConfig, "model", dict(data.get("model", {})),
+        source="the species come from [compositions] elements; remove it from [model]",
+        species=tuple(rules.elements),
+    )  # fmt: skip
     train = _build(TrainConfig, "train", dict(data.get("train", {})))
     try:
         oracle = OracleConfig.from_dict(dict(data["oracle"]))
+        make_oracle(oracle, Path("."))  # checks name, parameters, retries; touches no file
         executor = ExecutorConfig.from_dict(dict(data.get("executor", {})))
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
