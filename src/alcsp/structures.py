@@ -162,16 +162,14 @@ class StructureBatch:
         """A new batch with the structures ``index`` (in that order)."""
         idx = torch.as_tensor(index, dtype=torch.long, device=self.ptr.device)
         counts = self.n_atoms[idx]
+        # atom rows of the selected structures, in order, without a Python loop:
+        # start of each selected structure repeated over its atoms + position within it
+        out_ptr = torch.cumsum(counts, 0) - counts  # [S'] start of each block in the output
+        total = int(counts.sum()) if len(idx) else 0
+        owner = torch.repeat_interleave(torch.arange(len(idx), device=self.ptr.device), counts)
         atom_idx = (
-            torch.cat(
-                [
-                    torch.arange(int(self.ptr[s]), int(self.ptr[s + 1]), device=self.ptr.device)
-                    for s in idx.tolist()
-                ]
-            )
-            if len(idx)
-            else torch.zeros(0, dtype=torch.long, device=self.ptr.device)
-        )
+            self.ptr[idx][owner] + torch.arange(total, device=self.ptr.device) - out_ptr[owner]
+        )  # [N']
         ptr = torch.cat(
             [torch.zeros(1, dtype=torch.long, device=self.ptr.device), torch.cumsum(counts, 0)]
         )

@@ -14,8 +14,8 @@ all at once (no Python loop over structures):
 Structures that finished (status != 0) do not move; the caller removes them.
 
 Why the inverse Hessian: ASE's BFGS keeps the Hessian and diagonalises it every step
-(O(D^3), 2-5 ms for an 80-atom cell); the inverse form needs two batched mat-vecs and one
-rank-3 update (O(D^2)), so the optimiser stays far cheaper than the potential.
+(O(D^3), 2-5 ms for an 80-atom cell); the inverse form needs one batched pass over H for
+H·[y, g] and one rank-2 update (O(D^2)), so the optimiser stays far cheaper than the potential.
 """
 
 from __future__ import annotations
@@ -191,21 +191,26 @@ def bfgs_step(
     sv = torch.where(upd[:, None], sv, 0.0)
     yv = torch.where(upd[:, None], yv, 0.0)
     rho = torch.where(upd, 1.0 / torch.where(upd, sy, 1.0), 0.0)  # [S]
-    hy = torch.bmm(state.hinv, yv[:, :, None]).squeeze(2)  # [S, D]
+    g_run = torch.where(running[:, None], grad.reshape(s, d), 0.0)  # [S, D]
+    # H y and H g in one pass over the inverse Hessians (the step is then H+ g = H g + U V^T g,
+    # so H is read twice per step, not three times; it is the only large array here)
+    hw = torch.bmm(state.hinv, torch.stack([yv, g_run], dim=2))  # [S, D, 2]
+    hy, hg = hw[:, :, 0], hw[:, :, 1]  # [S, D]
     yhy = (yv * hy).sum(dim=1)  # [S]
-    # H+ = H - rho (s hy^T + hy s^T) + (rho^2 y.Hy + rho) s s^T, as one rank-3 update U V^T
-    u_mat = torch.stack(
-        [-rho[:, None] * sv, -rho[:, None] * hy, (rho * rho * yhy + rho)[:, None] * sv], dim=2
-    )  # [S, D, 3]
-    v_mat = torch.stack([hy, sv, sv], dim=2)  # [S, D, 3]
+    # H+ = H - rho (s hy^T + hy s^T) + (rho^2 y.Hy + rho) s s^T, as one rank-2 update U V^T
+    c = rho * rho * yhy + rho  # [S]
+    u_mat = torch.stack([c[:, None] * sv - rho[:, None] * hy, -rho[:, None] * sv], dim=2)
+    v_mat = torch.stack([sv, hy], dim=2)  # [S, D, 2]; u_mat [S, D, 2]
     hinv = torch.baddbmm(state.hinv, u_mat, v_mat.transpose(1, 2))  # [S, D, D]
+    hg = hg + torch.bmm(u_mat, torch.bmm(v_mat.transpose(1, 2), g_run[:, :, None])).squeeze(2)
     reset = running & rose  # [S]
     if bool(reset.any()):
-        hinv = torch.where(reset[:, None, None], state.initial_hinv(), hinv)
+        init = state.initial_hinv()  # [S, D, D]
+        hinv = torch.where(reset[:, None, None], init, hinv)
+        hg = torch.where(reset[:, None], torch.bmm(init, g_run[:, :, None]).squeeze(2), hg)
 
     # --- step ---------------------------------------------------------------------------
-    g_run = torch.where(running[:, None], grad.reshape(s, d), 0.0)  # [S, D]
-    p = -torch.bmm(hinv, g_run[:, :, None]).reshape(s, n_rows, 3)  # [S, R, 3]
+    p = -hg.reshape(s, n_rows, 3)  # [S, R, 3], the quasi-Newton step -H+ g
     longest = p.norm(dim=2).amax(dim=1)  # [S]
     scale = torch.clamp(config.max_step / longest.clamp_min(1e-300), max=1.0)  # [S]
     x_new = state.x + p * scale[:, None, None]
