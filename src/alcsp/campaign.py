@@ -197,39 +197,41 @@ class Campaign:
         self.store.update_iteration(n, stage="select", timings={"search": t2 - t1})
         ids = self.select(n)
         self.store.update_iteration(n, stage="label", counts={"selected": len(ids)})
-        summary = self.label(ids, n)
+        self.label(ids, n)
+        ok, failed = self._label_counts(ids)
         t3 = time.perf_counter()
         errors = self.validate(n, model)
         hull = self.oracle_hull()
         stats = self._relax_stats(n)
         self.store.update_iteration(
             n, stage="done", hull=hull.to_json() if hull else None, finished=True,
-            counts={**stats, "relaxed": n_relaxed, "labelled": summary.labelled,
-                    "label_failures": summary.failed, "validation": errors},
+            counts={**stats, "relaxed": n_relaxed, "labelled": ok,
+                    "label_failures": failed, "validation": errors},
             timings={"select_label": t3 - t2},
         )  # fmt: skip
         stable = ", ".join(sorted(hull.stable)) if hull else "none yet"
         self.say(
-            f"iteration {n} done: {stats['relaxations']} relaxed, {summary.labelled} "
-            f"labelled ({summary.failed} failed); stable: {stable}"
+            f"iteration {n} done: {stats['relaxations']} relaxed, {ok} "
+            f"labelled ({failed} failed); stable: {stable}"
         )
 
     # ------------------------------------------------------------------ stages
     def initial_data(self) -> None:
         """Iteration 0: N0 random structures across the space, labelled by the oracle."""
         cfg = self.config.campaign
-        self.store.start_iteration(0, "initial")
+        record = self.store.start_iteration(0, "initial")
         ids = self.store.structure_ids(origin="initial", iteration=0)
         if not ids and cfg.initial_structures:
             structures = self.random_structures(cfg.initial_structures, iteration=0, stage=0)
             ids = self.store.add_structures(structures, origin="initial", iteration=0)
             self.say(f"iteration 0: {len(ids)} random structures to label")
         ids = self._within_budget(ids)
-        summary = self.label(ids, 0)
+        self.label(ids, 0)
+        ok, failed = self._label_counts(ids)
         hull = self.oracle_hull()
         self.store.update_iteration(
-            0, stage="done", hull=hull.to_json() if hull else None, finished=True,
-            counts={"labelled": summary.labelled, "label_failures": summary.failed},
+            0, stage="done", hull=hull.to_json() if hull else None,
+            finished=record.finished is None, counts={"labelled": ok, "label_failures": failed},
         )  # fmt: skip
 
     def random_structures(
@@ -355,7 +357,7 @@ class Campaign:
                 enthalpy_per_atom=float(rel["enthalpy_per_atom"][k]), e_hull=float(e_hull[k]),
                 status=status, fingerprint=fps.get(int(rel["id"][k])),
             ))  # fmt: skip
-        labelled = self.store.labelled_ids(self.oracle.name)
+        labelled = self._labelled_before(n)
         known = Deduplicator(self.config.dedup)
         all_rel = self.store.relaxations(method="acnn")
         all_fps = self.store.fingerprints(all_rel["id"].tolist())
@@ -426,7 +428,13 @@ class Campaign:
         if m == 0:
             return self.oracle_hull()
         done = self.store.structure_ids(origin="oracle_relaxed")
-        if not done:
+        if done:
+            # A kill between storing the relaxed structures and their labels: the label a
+            # relaxation would have stored is a single point of its final geometry.
+            missing = sorted(set(done) - self.store.labelled_ids(self.oracle.name))
+            if missing:
+                self.label(missing, -1)
+        else:
             picks = self._lowest_e_hull_labels(m)
             if picks:
                 self.say(f"final: relaxing {len(picks)} structures with {self.oracle.name}")
@@ -490,6 +498,19 @@ class Campaign:
         todo = [i for i in ids if i not in labelled]
         return [i for i in ids if i in labelled] + todo[:left]
 
+    def _label_counts(self, ids: list[int]) -> tuple[int, int]:
+        """(successful, failed) oracle outcomes stored for ``ids``."""
+        got = self.store.get_labels(ids, self.oracle.name)
+        ok = sum(1 for r in got.values() if r.ok)
+        return ok, len(got) - ok
+
+    def _labelled_before(self, n: int) -> set[int]:
+        """Structures with an outcome from this oracle recorded before iteration ``n`` (or
+        by the final relaxation). Iteration n's selection excludes these and only these, so
+        a selection redone after a restart that had labelled part of it is the same one."""
+        q = "SELECT structure_id FROM labels WHERE oracle = ? AND iteration < ?"
+        return {r[0] for r in self.store.conn.execute(q, (self.oracle.name, n))}
+
     def _iteration_indices(self) -> set[int]:
         return {it.index for it in self.store.iterations()}
 
@@ -532,9 +553,12 @@ class Campaign:
         return {k: float(np.mean(v)) for k, v in sums.items()}
 
     def _lowest_e_hull_labels(self, m: int) -> list[int]:
-        """The best label of each composition, the M lowest in E_hull."""
+        """The M labelled structures lowest in E_hull (ties by id), as the paper relaxes its
+        1,000 most stable configurations: several candidates of a near-hull composition, not
+        only its best, since an ML-relaxed label may sit in the basin of a worse minimum."""
         lh = self._labelled_hull()
         if lh is None:
             return []
-        best = sorted(lh.hull.best_index, key=lambda i: lh.hull.e_hull[i])[:m]
-        return [lh.structure_id(i) for i in best]
+        sids = np.array([lh.structure_id(i) for i in range(len(lh.kept))])  # [M]
+        order = np.lexsort((sids, lh.hull.e_hull))[:m]
+        return [int(sids[i]) for i in order]
