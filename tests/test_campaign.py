@@ -321,7 +321,7 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tiny, tmp_path):
             proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=out)
         if k == 0:
             _wait_for_iteration0(directory, proc)
-        delay = float(rng.uniform(0.1, 0.6)) * tiny["wall"]
+        delay = float(rng.uniform(0.25, 0.9)) * tiny["wall"]
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
