@@ -78,3 +78,19 @@ class GPAWSpec(CalculatorSpec):
         if params.convergence_energy is not None:
             kw["convergence"] = {"energy": params.convergence_energy}
         return GPAW(**kw)
+
+    def compute(self, atoms: Atoms, params: GPAWParams, job: JobInfo):
+        """As ``CalculatorSpec.compute``, on a Minkowski-reduced copy of the cell.
+
+        Random and ML-relaxed cells are often very skewed; GPAW warns that results "may be
+        wrong" for such cells and needs more k-points and grid for them. The reduced basis
+        spans the same lattice in the same Cartesian frame (new cell = integer op @ cell,
+        atoms wrapped, order kept), so energy, forces and stress belong to ``atoms`` as is.
+        """
+        from ase.geometry import minkowski_reduce
+
+        reduced = atoms.copy()
+        cell, _ = minkowski_reduce(atoms.cell.array)
+        reduced.set_cell(cell, scale_atoms=False)
+        reduced.wrap()
+        return super().compute(reduced, params, job)
