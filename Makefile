@@ -12,7 +12,7 @@ demo: setup
 	.venv/bin/alcsp report runs/demo
 
 test: setup dft
-	.venv/bin/python -m pytest -q tests
+	OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q --durations=15 tests
 
 lint: setup
 	.venv/bin/ruff check src tests benchmarks

@@ -264,7 +264,7 @@ class Campaign:
         for rec in self.store.models():
             if rec.iteration == n:
                 return load_model(self.store.model_path(rec))
-        data = self.store.training_set(self.oracle.name)
+        data = self.training_data()
         if not data:
             raise RuntimeError(
                 "no successful oracle label to train on; check the oracle "
@@ -287,6 +287,23 @@ class Campaign:
         if report.validation:
             self.say(f"iteration {n}: validation {report.validation}")
         return model
+
+    def training_data(self) -> list[Atoms]:
+        """Every successful label, ordered by structure id (not by completion order, which
+        depends on the executor), without those beyond ``train_max_force``."""
+        data = sorted(self.store.training_set(self.oracle.name),
+                      key=lambda a: a.info["structure_id"])  # fmt: skip
+        kept = self._within_force_cap(data)
+        if len(kept) < len(data):
+            self.say(f"training leaves out {len(data) - len(kept)} labels with force components "
+                     f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)")
+        return kept
+
+    def _within_force_cap(self, data: list[Atoms]) -> list[Atoms]:
+        cap = self.config.campaign.train_max_force
+        if cap == 0:
+            return data
+        return [a for a in data if float(np.abs(a.get_forces()).max()) <= cap]
 
     def search(self, n: int, model) -> int:
         """Relax random structures with ACNN, in fixed chunks, until B_max unphysical ones
@@ -395,8 +412,10 @@ class Campaign:
         )
 
     def validate(self, n: int, model) -> dict:
-        """Errors of model n on the labels of iteration n (the paper's Fig. 3)."""
-        new = [a for a in self.store.training_set(self.oracle.name) if a.info["iteration"] == n]
+        """Errors of model n on the labels of iteration n (the paper's Fig. 3), over the labels
+        it could have been trained on (force components within ``train_max_force``)."""
+        labels = self.store.training_set(self.oracle.name)
+        new = self._within_force_cap([a for a in labels if a.info["iteration"] == n])
         if not new:
             return {}
         m = evaluate(model, new)

@@ -64,9 +64,14 @@ class CampaignSettings:
     hull_tolerance: float = 0.005  # eV/atom: hull "unchanged" if stable energies move less
     hull_patience: int = 2  # K: stop after K iterations with an unchanged hull
     report_ehull: float = 0.05  # eV/atom: near-hull window of reports and the final relax
+    train_max_force: float = 50.0  # eV/Å: labels with a larger force component are kept in
+    # the store and the hull but not trained on (atoms on top of each other: their energies,
+    # up to hundreds of eV/atom, would dominate the loss); 0 = train on everything
 
     def __post_init__(self):
         _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
+        if not self.train_max_force >= 0:
+            raise ConfigError("[campaign] train_max_force must be >= 0 eV/Å (0 = no cap)")
         _nonnegative_ints(
             self, "campaign", ["initial_structures", "structures_per_iteration", "oracle_budget"]
         )
