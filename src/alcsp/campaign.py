@@ -16,6 +16,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -466,6 +467,9 @@ class Campaign:
                     self.executor,
                 )
                 ok = [(sid, r) for sid, r in zip(picks, final, strict=True) if r is not None]
+                if len(ok) < len(picks):
+                    self.say(f"final: {len(picks) - len(ok)} oracle relaxations failed (their "
+                             f"logs are under {self.oracle.workdir / 'final-relax'})")
                 new_ids = self.store.add_structures(
                     [r.atoms for _, r in ok],
                     origin="oracle_relaxed",
@@ -478,7 +482,7 @@ class Campaign:
                 )  # fmt: skip
         hull = self.oracle_hull()
         if hull is not None:
-            self.store.set_meta("final_hull", __import__("json").dumps(hull.to_json()))
+            self.store.set_meta("final_hull", json.dumps(hull.to_json()))
             self.say(
                 "final hull: "
                 + ", ".join(
