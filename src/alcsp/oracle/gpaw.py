@@ -15,6 +15,9 @@ from ase.calculators.calculator import Calculator
 
 from alcsp.oracle.ase_oracle import CalculatorSpec, JobInfo, MissingBinary, kpts_from_spacing
 
+#: GPAW's own range for the angles between lattice vectors (degrees), gpaw/new/builder.py.
+SKEW_LIMITS = (40.0, 140.0)
+
 
 @dataclass(frozen=True)
 class GPAWParams:
@@ -80,17 +83,21 @@ class GPAWSpec(CalculatorSpec):
         return GPAW(**kw)
 
     def compute(self, atoms: Atoms, params: GPAWParams, job: JobInfo):
-        """As ``CalculatorSpec.compute``, on a Minkowski-reduced copy of the cell.
+        """As ``CalculatorSpec.compute``; a badly skewed cell is computed in its
+        Minkowski-reduced basis.
 
-        Random and ML-relaxed cells are often very skewed; GPAW warns that results "may be
-        wrong" for such cells and needs more k-points and grid for them. The reduced basis
+        GPAW warns that results "may be wrong" when an angle between lattice vectors is
+        outside (40°, 140°), which random and ML-relaxed cells often are. The reduced basis
         spans the same lattice in the same Cartesian frame (new cell = integer op @ cell,
         atoms wrapped, order kept), so energy, forces and stress belong to ``atoms`` as is.
+        Cells GPAW accepts are left alone: reducing them too would switch between
+        equivalent bases (and k-point meshes) under tiny strains, making the label jump.
         """
-        from ase.geometry import minkowski_reduce
+        from ase.geometry import cell_to_cellpar, minkowski_reduce
 
+        if all(SKEW_LIMITS[0] < a < SKEW_LIMITS[1] for a in cell_to_cellpar(atoms.cell)[3:]):
+            return super().compute(atoms, params, job)
         reduced = atoms.copy()
-        cell, _ = minkowski_reduce(atoms.cell.array)
-        reduced.set_cell(cell, scale_atoms=False)
+        reduced.set_cell(minkowski_reduce(atoms.cell.array)[0], scale_atoms=False)
         reduced.wrap()
         return super().compute(reduced, params, job)
