@@ -27,6 +27,7 @@ from ase.build import bulk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # TorchMorse fixture
 from alcsp.relax import RelaxConfig, relax_structures  # noqa: E402
 from relax_pair import TorchMorse  # noqa: E402
+from relax_throughput import TimedPotential as Timed  # noqa: E402  (same folder)
 
 R0 = {29: 2.55, 13: 2.85, 79: 2.7}  # Å, Morse minimum distances
 
@@ -41,22 +42,6 @@ def structures(n: int, rng: np.random.Generator) -> list[Atoms]:
         a.rattle(0.05, rng=rng)
         out.append(a)
     return out
-
-
-class Timed:
-    """CPU time spent inside the potential."""
-
-    def __init__(self, inner: TorchMorse):
-        self.inner, self.dtype, self.device = inner, inner.dtype, inner.device
-        self.cpu, self.calls, self.structures = 0.0, 0, 0
-
-    def compute(self, batch):
-        c0 = time.process_time()
-        out = self.inner.compute(batch)
-        self.cpu += time.process_time() - c0
-        self.calls += 1
-        self.structures += batch.n_structures
-        return out
 
 
 def main() -> None:

@@ -127,9 +127,10 @@ def label_with_chgnet(structures: list[Atoms], rng: np.random.Generator) -> list
 
 
 class TimedPotential:
-    """Counts the CPU time spent inside the potential, to split it from the optimiser's."""
+    """Counts the CPU time spent inside any batched potential, to split it from the
+    optimiser's (also used by relax_overhead.py)."""
 
-    def __init__(self, inner: ACNNPotential):
+    def __init__(self, inner):
         self.inner, self.dtype, self.device = inner, inner.dtype, inner.device
         self.cpu, self.calls, self.structures = 0.0, 0, 0
 
