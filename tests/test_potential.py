@@ -180,6 +180,40 @@ def test_forces_and_stress_match_finite_differences(species, attention, backend)
         assert abs(fd - float(out.stress[0, a, b])) < 1e-7
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_neighbour_slots_equal_the_numpy_reference(monkeypatch, dtype):
+    """acnn_fill_slots places the same neighbours in the same slots as the NumPy path, from
+    fresh lists and from lists built with a skin at another geometry (the relaxer's reuse)."""
+    from alcsp.potential.neighbours import build_graph, pair_list
+
+    if not fused_mod.available():
+        pytest.fail("the fused kernels did not build; see alcsp.potential.fused.library()")
+    rng = np.random.default_rng(11)
+    atoms = [random_triclinic(["Be", "P", "N", "O", "O", "N", "Be"][: 2 + 2 * k], rng, 9.0)
+             for k in range(3)]  # fmt: skip
+    species = torch.tensor([{4: 0, 15: 1, 7: 2, 8: 3}[z] for a in atoms for z in a.numbers])
+    skin_lists = [pair_list(a.positions, a.cell.array, 4.5 + 0.6) for a in atoms]
+    for a in atoms:  # move within the skin: the old lists still hold every pair
+        a.set_cell(a.cell.array @ (np.eye(3) + rng.normal(0, 0.003, (3, 3))), scale_atoms=True)
+        a.positions += rng.normal(0, 0.05, a.positions.shape)
+    batch = StructureBatch.from_atoms(atoms, dtype=dtype)
+    for pairs in (None, skin_lists):
+        fused_graph = build_graph(batch, species, 4.5, 3.5, pairs)
+        with monkeypatch.context() as m:
+            m.setattr(fused_mod, "available", lambda: False)
+            numpy_graph = build_graph(batch, species, 4.5, 3.5, pairs)
+        for name in ("radial", "angular"):
+            got, want = getattr(fused_graph, name), getattr(numpy_graph, name)
+            assert got.vector.dtype == dtype and got.shift.dtype == dtype
+            assert got.used.any() and not got.used.all()  # padding present and used
+            for field in ("neighbour", "species", "used", "shift"):
+                assert torch.equal(getattr(got, field), getattr(want, field)), (name, field)
+            torch.testing.assert_close(got.vector, want.vector, rtol=0, atol=1e-12 if
+                                       dtype == torch.float64 else 1e-5)
+        fresh = build_graph(batch, species, 4.5, 3.5)  # same pairs in the same count
+        assert int(fresh.radial.used.sum()) == int(fused_graph.radial.used.sum())
+
+
 def test_fused_and_torch_backends_agree_including_training_gradients():
     if not fused_mod.available():
         pytest.fail("the fused kernels did not build; see alcsp.potential.fused.library()")

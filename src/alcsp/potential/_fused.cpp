@@ -225,40 +225,131 @@ void jvp(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr, F 
 ALCSP_EXPORT(float, f32)
 ALCSP_EXPORT(double, f64)
 
-// Padded neighbour slots (neighbours.py): edges with |vec| < cutoff go to their centre's next
-// free slot, in input order; unused slots point to the centre itself with a dummy vector.
-// A counting sort, O(edges): NumPy needs an argsort and several fancy-index passes for this.
-extern "C" void acnn_pad_edges(int64_t n_edges, int64_t n_atoms, int64_t width,
-                               const int64_t* centre, const int64_t* neighbour,
-                               const int64_t* shift, const double* vec, double cutoff,
-                               double dummy, const int64_t* species, int64_t* out_nb,
-                               double* out_shift, double* out_vec, int64_t* out_sp,
-                               uint8_t* out_used) {
-    std::vector<int64_t> fill(n_atoms, 0);
+// Padded neighbour slots straight from per-structure pair lists (neighbours.build_graph): the
+// pair vectors r_j - r_i + n·H are recomputed from the current positions and cell (vesin's D
+// formula), tested against both cutoffs and placed in their centre's next radial and angular
+// slot, in list order. Per-structure pointers, so a batch's lists are never concatenated, and
+// one pass writes both layouts in the model's float type: the step the relaxer repeats every
+// iteration with reused lists, where the NumPy version (concatenate, vectors, two paddings,
+// a dtype conversion) cost about a quarter of the potential's time (docs/benchmarks.md).
+namespace {
+
+inline void pair_vector(const double* pos, const double* h, int64_t off, const int64_t* pi,
+                        const int64_t* pj, const int64_t* ps, int64_t e, double* v) {
+    const double* a = pos + (off + pi[e]) * 3;
+    const double* b = pos + (off + pj[e]) * 3;
+    const double n0 = double(ps[e * 3]), n1 = double(ps[e * 3 + 1]), n2 = double(ps[e * 3 + 2]);
+    for (int c = 0; c < 3; ++c) v[c] = b[c] - a[c] + n0 * h[c] + n1 * h[3 + c] + n2 * h[6 + c];
+}
+
+template <typename F>
+void init_slots(int64_t n_atoms, int64_t width, double dummy, int64_t* nb, F* sh, F* vec,
+                int64_t* sp, uint8_t* used) {
     for (int64_t i = 0; i < n_atoms; ++i) {
         for (int64_t k = 0; k < width; ++k) {
             const int64_t s = i * width + k;
-            out_nb[s] = i;
-            out_sp[s] = 0;
-            out_used[s] = 0;
-            for (int c = 0; c < 3; ++c) {
-                out_shift[s * 3 + c] = 0;
-                out_vec[s * 3 + c] = c == 0 ? dummy : 0;
-            }
-        }
-    }
-    const double c2 = cutoff * cutoff;
-    for (int64_t e = 0; e < n_edges; ++e) {
-        const double* v = vec + e * 3;
-        if (!(v[0] * v[0] + v[1] * v[1] + v[2] * v[2] < c2)) continue;
-        const int64_t i = centre[e];
-        const int64_t s = i * width + fill[i]++;
-        out_nb[s] = neighbour[e];
-        out_sp[s] = species[neighbour[e]];
-        out_used[s] = 1;
-        for (int c = 0; c < 3; ++c) {
-            out_shift[s * 3 + c] = double(shift[e * 3 + c]);
-            out_vec[s * 3 + c] = v[c];
+            nb[s] = i;
+            sp[s] = 0;
+            used[s] = 0;
+            sh[s * 3] = sh[s * 3 + 1] = sh[s * 3 + 2] = F(0);
+            vec[s * 3] = F(dummy);
+            vec[s * 3 + 1] = vec[s * 3 + 2] = F(0);
         }
     }
 }
+
+template <typename F>
+struct SlotOut {
+    int64_t* __restrict nb;
+    F* __restrict sh;
+    F* __restrict vec;
+    int64_t* __restrict sp;
+    uint8_t* __restrict used;
+    int64_t width;
+};
+
+template <typename F>
+inline void put_slot(const SlotOut<F>& o, int64_t s, int64_t j, const int64_t* shift,
+                     const double* v, int64_t species_j) {
+    o.nb[s] = j;
+    o.sp[s] = species_j;
+    o.used[s] = 1;
+    for (int c = 0; c < 3; ++c) {
+        o.sh[s * 3 + c] = F(shift[c]);
+        o.vec[s * 3 + c] = F(v[c]);
+    }
+}
+
+template <typename F>
+void fill_slots(int64_t n_structures, const int64_t* atom_ptr, const int64_t* n_pairs,
+                const int64_t* const* pi, const int64_t* const* pj, const int64_t* const* ps,
+                const double* pos, const double* cells, double rc_r, double rc_a,
+                const int64_t* species, const SlotOut<F>& out_r, const SlotOut<F>& out_a,
+                double dummy_r, double dummy_a) {
+    const int64_t n_atoms = atom_ptr[n_structures];
+    init_slots<F>(n_atoms, out_r.width, dummy_r, out_r.nb, out_r.sh, out_r.vec, out_r.sp,
+                  out_r.used);
+    init_slots<F>(n_atoms, out_a.width, dummy_a, out_a.nb, out_a.sh, out_a.vec, out_a.sp,
+                  out_a.used);
+    std::vector<int64_t> fill_r(n_atoms, 0), fill_a(n_atoms, 0);
+    const double r2 = rc_r * rc_r, a2 = rc_a * rc_a;
+    double v[3];
+    for (int64_t s = 0; s < n_structures; ++s) {
+        const int64_t off = atom_ptr[s], n = n_pairs[s];
+        const int64_t* __restrict ii = pi[s];
+        const int64_t* __restrict jj = pj[s];
+        const int64_t* __restrict ss = ps[s];
+        for (int64_t e = 0; e < n; ++e) {
+            pair_vector(pos, cells + 9 * s, off, ii, jj, ss, e, v);
+            const double d2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+            if (!(d2 < r2)) continue;
+            const int64_t i = off + ii[e], j = off + jj[e], sj = species[j];
+            put_slot<F>(out_r, i * out_r.width + fill_r[i]++, j, ss + e * 3, v, sj);
+            if (d2 < a2) put_slot<F>(out_a, i * out_a.width + fill_a[i]++, j, ss + e * 3, v, sj);
+        }
+    }
+}
+
+}  // namespace
+
+// Slots per atom within each cutoff (the widths of the padded layouts are their maxima).
+extern "C" void acnn_count_slots(int64_t n_structures, const int64_t* atom_ptr,
+                                 const int64_t* n_pairs, const int64_t* const* pi,
+                                 const int64_t* const* pj, const int64_t* const* ps,
+                                 const double* pos, const double* cells, double rc_r,
+                                 double rc_a, int64_t* count_r, int64_t* count_a) {
+    const double r2 = rc_r * rc_r, a2 = rc_a * rc_a;
+    double v[3];
+    for (int64_t i = 0; i < atom_ptr[n_structures]; ++i) count_r[i] = count_a[i] = 0;
+    for (int64_t s = 0; s < n_structures; ++s) {
+        const int64_t off = atom_ptr[s], n = n_pairs[s];
+        const int64_t* __restrict ii = pi[s];
+        const int64_t* __restrict jj = pj[s];
+        const int64_t* __restrict ss = ps[s];
+        int64_t* __restrict cr = count_r + off;
+        int64_t* __restrict ca = count_a + off;
+        for (int64_t e = 0; e < n; ++e) {
+            pair_vector(pos, cells + 9 * s, off, ii, jj, ss, e, v);
+            const double d2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+            cr[ii[e]] += d2 < r2;
+            ca[ii[e]] += d2 < a2;
+        }
+    }
+}
+
+#define ALCSP_FILL(F, SUFFIX)                                                                \
+    extern "C" void acnn_fill_slots_##SUFFIX(                                                \
+        int64_t n_structures, const int64_t* atom_ptr, const int64_t* n_pairs,               \
+        const int64_t* const* pi, const int64_t* const* pj, const int64_t* const* ps,        \
+        const double* pos, const double* cells, double rc_r, double rc_a, int64_t width_r,   \
+        int64_t width_a, double dummy_r, double dummy_a, const int64_t* species,             \
+        int64_t* nb_r, F* sh_r, F* vec_r, int64_t* sp_r, uint8_t* used_r, int64_t* nb_a,     \
+        F* sh_a, F* vec_a, int64_t* sp_a, uint8_t* used_a) {                                 \
+        fill_slots<F>(n_structures, atom_ptr, n_pairs, pi, pj, ps, pos, cells, rc_r, rc_a,   \
+                      species, SlotOut<F>{nb_r, sh_r, vec_r, sp_r, used_r, width_r},         \
+                      SlotOut<F>{nb_a, sh_a, vec_a, sp_a, used_a, width_a}, dummy_r,         \
+                      dummy_a);                                                              \
+    }
+
+ALCSP_FILL(float, f32)
+ALCSP_FILL(double, f64)

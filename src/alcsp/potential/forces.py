@@ -129,7 +129,6 @@ class _CachedPairs:
     """A pair list built at r_c^r + skin and the geometry it was built at."""
 
     pairs: PairList  # vesin's list at the reference geometry
-    shift: np.ndarray  # [E, 3] float64, pairs.shift as floats (for shift·cell)
     positions: np.ndarray  # [A, 3] Å, reference positions
     cell: np.ndarray  # [3, 3] Å, reference cell (rows)
     cell_inv: np.ndarray  # [3, 3], its inverse
@@ -241,18 +240,12 @@ class ACNNPotential:
                 and len(entry.positions) == len(p)
                 and pair_list_valid(entry.positions, entry.cell_inv, p, h, cutoff, self.skin)
             ):
-                pl = entry.pairs
-                # [E, 3] r_j - r_i + shift·cell, vesin's D formula (np.take: 2.5x faster than
-                # fancy indexing on these ~10^4-row gathers, measured)
-                vec = np.take(p, pl.j, axis=0)
-                vec -= np.take(p, pl.i, axis=0)
-                vec += entry.shift @ h
-                out.append(PairList(pl.i, pl.j, pl.shift, vec))
+                out.append(entry.pairs)  # build_graph recomputes the vectors
                 self.pair_lists_reused += 1
             else:
                 pl = pair_list(p, h, cutoff + self.skin)
                 inv = np.linalg.inv(h)
-                entry = _CachedPairs(pl, pl.shift.astype(np.float64), p.copy(), h.copy(), inv)
+                entry = _CachedPairs(pl, p.copy(), h.copy(), inv)
                 out.append(pl)
                 self.pair_lists_built += 1
             cache[key] = entry

@@ -82,9 +82,14 @@ def library() -> ctypes.CDLL:
         getattr(lib, f"acnn_forward_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 2
         getattr(lib, f"acnn_backward_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 4
         getattr(lib, f"acnn_jvp_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 4
-    lib.acnn_pad_edges.argtypes = (
-        [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 4 + [ctypes.c_double] * 2 + [ctypes.c_void_p] * 6
-    )
+    lists = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_void_p] * 3
+    geometry = [ctypes.c_void_p] * 2 + [ctypes.c_double] * 2
+    lib.acnn_count_slots.argtypes = lists + geometry + [ctypes.c_void_p] * 2
+    for suffix in ("f32", "f64"):
+        getattr(lib, f"acnn_fill_slots_{suffix}").argtypes = (
+            lists + geometry + [ctypes.c_int64] * 2 + [ctypes.c_double] * 2
+            + [ctypes.c_void_p] * 11
+        )
     return lib
 
 

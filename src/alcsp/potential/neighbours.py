@@ -14,6 +14,7 @@ the cost of the arithmetic on that row.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ class Graph:
     atom_structure: torch.Tensor  # [N] long
 
 
-def _pad(
+def _slots_numpy(
     centre: np.ndarray,
     neighbour: np.ndarray,
     shift: np.ndarray,
@@ -74,49 +75,78 @@ def _pad(
     cutoff: float,
     n_atoms: int,
     species: np.ndarray,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> Slots:
-    """Place the edges shorter than ``cutoff`` into [N, K] slots, in input order per centre."""
+    dtype: np.dtype,
+) -> tuple[np.ndarray, ...]:
+    """Edges [E] shorter than ``cutoff`` into [N, K] slots, in input order per centre (the
+    reference for the fused ``acnn_fill_slots``)."""
     inside = np.einsum("ec,ec->e", vector, vector) < cutoff * cutoff
     per_atom = np.bincount(centre[inside], minlength=n_atoms)
     width = max(int(per_atom.max()) if n_atoms else 0, 1)
+    c = centre[inside]
+    order = np.argsort(c, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(per_atom)[:-1]]).astype(np.int64)
+    flat = c[order] * width + np.arange(len(c), dtype=np.int64) - starts[c[order]]
     size = n_atoms * width
-    dummy = 1.5 * cutoff
-    nb = np.empty(size, dtype=np.int64)
-    sh = np.empty((size, 3))
-    vec = np.empty((size, 3))
-    sp = np.empty(size, dtype=np.int64)
-    used = np.empty(size, dtype=bool)
+    nb = np.repeat(np.arange(n_atoms, dtype=np.int64), width)
+    nb[flat] = neighbour[inside][order]
+    sh = np.zeros((size, 3), dtype=dtype)
+    sh[flat] = shift[inside][order]
+    vec = np.zeros((size, 3), dtype=dtype)
+    vec[:, 0] = 1.5 * cutoff
+    vec[flat] = vector[inside][order]
+    used = np.zeros(size, dtype=bool)
+    used[flat] = True
+    sp = np.where(used, species[nb], 0)
+    return nb, sh, vec, sp, used, width
+
+
+def _slots_fused(
+    pairs: list[PairList],
+    ptr: np.ndarray,
+    positions: np.ndarray,
+    cells: np.ndarray,
+    cutoffs: tuple[float, float],
+    species: np.ndarray,
+    dtype: np.dtype,
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Radial and angular slots of a batch in two C++ passes (count, fill) over the
+    per-structure lists, vectors recomputed from ``positions`` [N, 3] and ``cells`` [S, 3, 3]."""
     from alcsp.potential import fused
 
-    if fused.available():
-        args = [np.ascontiguousarray(x) for x in (centre, neighbour, shift, vector, species)]
-        fused.library().acnn_pad_edges(
-            len(centre), n_atoms, width,
-            *(x.ctypes.data for x in args[:4]), float(cutoff), float(dummy), args[4].ctypes.data,
-            nb.ctypes.data, sh.ctypes.data, vec.ctypes.data, sp.ctypes.data, used.ctypes.data,
-        )  # fmt: skip
-    else:  # same result in NumPy
-        c = centre[inside]
-        order = np.argsort(c, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(per_atom)[:-1]]).astype(np.int64)
-        flat = c[order] * width + np.arange(len(c), dtype=np.int64) - starts[c[order]]
-        nb[:] = np.repeat(np.arange(n_atoms, dtype=np.int64), width)
-        nb[flat] = neighbour[inside][order]
-        sh[:] = 0.0
-        sh[flat] = shift[inside][order]
-        vec[:] = 0.0
-        vec[:, 0] = dummy
-        vec[flat] = vector[inside][order]
-        used[:] = False
-        used[flat] = True
-        sp[:] = np.where(used, species[nb], 0)
+    lib = fused.library()
+    n_atoms, n_s = int(ptr[-1]), len(pairs)
+    ptr = np.ascontiguousarray(ptr, dtype=np.int64)
+    n_pairs = np.array([len(p.i) for p in pairs], dtype=np.int64)
+    keep = [
+        [np.ascontiguousarray(getattr(p, name), dtype=np.int64) for p in pairs]
+        for name in ("i", "j", "shift")
+    ]  # no copies for vesin's lists; referenced until the kernels return
+    lists = [(ctypes.c_void_p * n_s)(*[a.ctypes.data for a in arrays]) for arrays in keep]
+    common = [n_s, ptr.ctypes.data, n_pairs.ctypes.data, *lists, positions.ctypes.data,
+              cells.ctypes.data, float(cutoffs[0]), float(cutoffs[1])]  # fmt: skip
+    counts = np.empty((2, n_atoms), dtype=np.int64)
+    lib.acnn_count_slots(*common, counts[0].ctypes.data, counts[1].ctypes.data)
+    widths = [max(int(c.max()) if n_atoms else 0, 1) for c in counts]
+    out = []
+    for width in widths:
+        size = n_atoms * width
+        out.append((np.empty(size, dtype=np.int64), np.empty((size, 3), dtype=dtype),
+                    np.empty((size, 3), dtype=dtype), np.empty(size, dtype=np.int64),
+                    np.empty(size, dtype=bool), width))  # fmt: skip
+    fill = getattr(lib, "acnn_fill_slots_" + ("f32" if dtype == np.float32 else "f64"))
+    fill(*common, widths[0], widths[1], 1.5 * cutoffs[0], 1.5 * cutoffs[1],
+         species.ctypes.data, *(a.ctypes.data for a in out[0][:5]),
+         *(a.ctypes.data for a in out[1][:5]))  # fmt: skip
+    return out[0], out[1]
+
+
+def _to_slots(arrays: tuple[np.ndarray, ...], n_atoms: int, device: torch.device) -> Slots:
+    nb, sh, vec, sp, used, width = arrays
     shape = (n_atoms, width)
     return Slots(
         neighbour=torch.from_numpy(nb.reshape(shape)).to(device),
-        shift=torch.from_numpy(sh.reshape(*shape, 3)).to(device=device, dtype=dtype),
-        vector=torch.from_numpy(vec.reshape(*shape, 3)).to(device=device, dtype=dtype),
+        shift=torch.from_numpy(sh.reshape(*shape, 3)).to(device),
+        vector=torch.from_numpy(vec.reshape(*shape, 3)).to(device),
         species=torch.from_numpy(sp.reshape(shape)).to(device),
         used=torch.from_numpy(used.reshape(shape)).to(device),
     )
@@ -131,29 +161,46 @@ def build_graph(
 ) -> Graph:
     """Build the graph of ``batch``; ``species`` [N] are model species indices (0..T-1).
 
-    ``pairs`` may pass precomputed per-structure pair lists built at ``cutoff_radial``
-    (training reuses them across epochs).
+    ``pairs`` may pass per-structure pair lists built earlier at ``cutoff_radial`` or more
+    (training reuses them across epochs, the relaxer across steps): only their i, j and
+    shifts are used, the vectors are recomputed from the batch's positions and cell.
     """
     ptr = batch.ptr.cpu().numpy()
+    pos = np.ascontiguousarray(batch.positions.detach().cpu().double().numpy())  # [N, 3]
+    cell = np.ascontiguousarray(batch.cell.detach().cpu().double().numpy())  # [S, 3, 3]
     if pairs is None:
-        pos = batch.positions.detach().cpu().double().numpy()
-        cell = batch.cell.detach().cpu().double().numpy()
         pairs = [
             pair_list(pos[ptr[s] : ptr[s + 1]], cell[s], cutoff_radial)
             for s in range(batch.n_structures)
         ]
-    counts = np.array([len(p.i) for p in pairs], dtype=np.int64)
-    offsets = np.repeat(ptr[:-1], counts)
-    centre = np.concatenate([p.i for p in pairs]) + offsets
-    neighbour = np.concatenate([p.j for p in pairs]) + offsets
-    shift = np.concatenate([p.shift for p in pairs]).reshape(-1, 3)
-    vector = np.concatenate([p.vector for p in pairs]).reshape(-1, 3)
+    if len(pairs) != batch.n_structures:
+        raise ValueError(f"{len(pairs)} pair lists for {batch.n_structures} structures")
     n_atoms = int(ptr[-1])
-    sp = species.cpu().numpy()
-    kw = dict(n_atoms=n_atoms, species=sp, dtype=batch.dtype, device=batch.device)
-    radial = _pad(centre, neighbour, shift, vector, cutoff_radial, **kw)
-    angular = _pad(centre, neighbour, shift, vector, cutoff_angular, **kw)
-    return Graph(radial=radial, angular=angular, species=species, atom_structure=batch.batch)
+    sp = np.ascontiguousarray(species.cpu().numpy(), dtype=np.int64)
+    dtype = np.float32 if batch.dtype == torch.float32 else np.float64
+    from alcsp.potential import fused
+
+    if fused.available():
+        radial, angular = _slots_fused(
+            pairs, ptr, pos, cell, (cutoff_radial, cutoff_angular), sp, dtype
+        )
+    else:  # the same slots in NumPy
+        counts = np.array([len(p.i) for p in pairs], dtype=np.int64)
+        offsets = np.repeat(ptr[:-1], counts)
+        centre = np.concatenate([p.i for p in pairs]) + offsets
+        neighbour = np.concatenate([p.j for p in pairs]) + offsets
+        shift = np.concatenate([p.shift for p in pairs]).reshape(-1, 3)
+        cell_of_pair = np.repeat(cell, counts, axis=0)  # [E, 3, 3]
+        vector = pos[neighbour] - pos[centre] + np.einsum("ea,eab->eb", shift, cell_of_pair)
+        kw = dict(n_atoms=n_atoms, species=sp, dtype=dtype)
+        radial = _slots_numpy(centre, neighbour, shift, vector, cutoff_radial, **kw)
+        angular = _slots_numpy(centre, neighbour, shift, vector, cutoff_angular, **kw)
+    return Graph(
+        radial=_to_slots(radial, n_atoms, batch.device),
+        angular=_to_slots(angular, n_atoms, batch.device),
+        species=species,
+        atom_structure=batch.batch,
+    )
 
 
 def slot_vectors(batch: StructureBatch, graph: Graph, slots: Slots) -> torch.Tensor:
