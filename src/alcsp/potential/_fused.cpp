@@ -27,33 +27,9 @@ constexpr int AXIS[P] = {0, 0, 1, 2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 0, 0, 0, 1, 1, 1
                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2};
 
 template <typename F>
-inline void radial_basis(F r, F rc, int K, F* f, F* df) {
-    // f_k = 1/2 (T_k(x) + 1) fc(r), x = 2 (r/rc - 1)^2 - 1; df = d f_k / d r.
-    const F s = r / rc;
-    const F pi = F(M_PI);
-    const F fc = F(0.5) * (F(1) + std::cos(pi * s));
-    const F dfc = F(-0.5) * pi / rc * std::sin(pi * s);
-    const F x = F(2) * (s - F(1)) * (s - F(1)) - F(1);
-    const F dx = F(4) * (s - F(1)) / rc;
-    F t0 = 1, t1 = x, d0 = 0, d1 = 1;  // T_k and dT_k/dx
-    f[0] = fc;
-    df[0] = dfc;
-    if (K > 1) {
-        f[1] = F(0.5) * (t1 + F(1)) * fc;
-        df[1] = F(0.5) * (d1 * dx * fc + (t1 + F(1)) * dfc);
-    }
-    for (int k = 2; k < K; ++k) {
-        const F t2 = F(2) * x * t1 - t0;
-        const F d2 = F(2) * t1 + F(2) * x * d1 - d0;
-        f[k] = F(0.5) * (t2 + F(1)) * fc;
-        df[k] = F(0.5) * (d2 * dx * fc + (t2 + F(1)) * dfc);
-        t0 = t1; t1 = t2; d0 = d1; d1 = d2;
-    }
-}
-
-template <typename F>
 inline void monomials(const F* u, F* m) {
     m[0] = 1;
+#pragma GCC unroll 35
     for (int p = 1; p < P; ++p) m[p] = m[LOWER[p]] * u[AXIS[p]];
 }
 
@@ -61,6 +37,7 @@ inline void monomials(const F* u, F* m) {
 template <typename F>
 inline void monomials_vjp(const F* u, const F* m, F* g, F* gu) {
     gu[0] = gu[1] = gu[2] = 0;
+#pragma GCC unroll 35
     for (int p = P - 1; p >= 1; --p) {
         gu[AXIS[p]] += g[p] * m[LOWER[p]];
         g[LOWER[p]] += g[p] * u[AXIS[p]];
@@ -71,39 +48,109 @@ inline void monomials_vjp(const F* u, const F* m, F* g, F* gu) {
 template <typename F>
 inline void monomials_jvp(const F* u, const F* m, const F* du, F* dm) {
     dm[0] = 0;
+#pragma GCC unroll 35
     for (int p = 1; p < P; ++p) dm[p] = dm[LOWER[p]] * u[AXIS[p]] + m[LOWER[p]] * du[AXIS[p]];
 }
+
+// The Chebyshev recurrence is a chain of dependent multiply-adds per neighbour: done one
+// neighbour at a time it is latency-bound and was most of the kernels' time (perf). It is
+// computed here for a block of W slots at once, one SIMD lane per slot.
+constexpr int W = 16;
+
+// f_k = 1/2 (T_k(x) + 1) fc(r), x = 2 (r/rc - 1)^2 - 1, df = d f_k / d r, for slots
+// v [cnt][3] (cnt <= W) -> r [W], f [K][W], df [K][W]; lanes past cnt or with r >= rc
+// (padding, or a non-finite vector) get f = df = 0 and are skipped by the callers.
+template <typename F>
+inline void basis_block(const F* v, int cnt, F rc, int K, F* r, F* f, F* df) {
+    F x[W], dx[W], fc[W], dfc[W], t0[W], t1[W], d0[W], d1[W];
+    const F pi = F(M_PI);
+    for (int w = 0; w < W; ++w) {
+        F rr = F(2) * rc;
+        if (w < cnt) {
+            const F* p = v + 3 * w;
+            rr = std::sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);
+        }
+        r[w] = rr;
+        fc[w] = dfc[w] = 0;
+        if (rr < rc) {  // sin and cos of one argument: one sincos call
+            const F a = pi * (rr / rc);
+            const F c = std::cos(a), sn = std::sin(a);
+            fc[w] = F(0.5) * (F(1) + c);
+            dfc[w] = F(-0.5) * pi / rc * sn;
+        }
+    }
+#pragma omp simd
+    for (int w = 0; w < W; ++w) {
+        const F sw = (r[w] < rc ? r[w] : rc) / rc;  // finite in every lane
+        x[w] = F(2) * (sw - F(1)) * (sw - F(1)) - F(1);
+        dx[w] = F(4) * (sw - F(1)) / rc;
+        t0[w] = 1;
+        t1[w] = x[w];
+        d0[w] = 0;
+        d1[w] = 1;
+        f[w] = fc[w];
+        df[w] = dfc[w];
+    }
+    if (K > 1) {
+#pragma omp simd
+        for (int w = 0; w < W; ++w) {
+            f[W + w] = F(0.5) * (t1[w] + F(1)) * fc[w];
+            df[W + w] = F(0.5) * (d1[w] * dx[w] * fc[w] + (t1[w] + F(1)) * dfc[w]);
+        }
+    }
+    for (int k = 2; k < K; ++k) {
+#pragma omp simd
+        for (int w = 0; w < W; ++w) {
+            const F t2 = F(2) * x[w] * t1[w] - t0[w];
+            const F d2 = F(2) * t1[w] + F(2) * x[w] * d1[w] - d0[w];
+            f[k * W + w] = F(0.5) * (t2 + F(1)) * fc[w];
+            df[k * W + w] = F(0.5) * (d2 * dx[w] * fc[w] + (t2 + F(1)) * dfc[w]);
+            t0[w] = t1[w];
+            t1[w] = t2;
+            d0[w] = d1[w];
+            d1[w] = d2;
+        }
+    }
+}
+
+inline int block_size(int64_t slots, int64_t s0) { return int(slots - s0 < W ? slots - s0 : W); }
 
 template <typename F>
 void forward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr, F rca,
              const F* vr, const int64_t* sr, const F* va, const int64_t* sa, F* sums_r,
              F* sums_a) {
-    std::vector<F> f(kr > ka ? kr : ka), df(f.size());
-    F m[P];
+    const int kmax = kr > ka ? kr : ka;
+    std::vector<F> fb(kmax * W), dfb(kmax * W);
+    F* f = fb.data();
+    F* df = dfb.data();
+    F r[W], m[P];
     for (int64_t i = 0; i < n; ++i) {
         F* out_r = sums_r + i * t * kr;
-        for (int64_t s = 0; s < nr; ++s) {
-            const F* v = vr + (i * nr + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rcr)) continue;
-            radial_basis(r, rcr, kr, f.data(), df.data());
-            F* o = out_r + sr[i * nr + s] * kr;
-            for (int k = 0; k < kr; ++k) o[k] += f[k];
+        for (int64_t s0 = 0; s0 < nr; s0 += W) {
+            const int cnt = block_size(nr, s0);
+            basis_block(vr + (i * nr + s0) * 3, cnt, rcr, kr, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                if (!(r[w] < rcr)) continue;
+                F* o = out_r + sr[i * nr + s0 + w] * kr;
+                for (int k = 0; k < kr; ++k) o[k] += f[k * W + w];
+            }
         }
         F* out_a = sums_a + i * t * ka * P;
-        for (int64_t s = 0; s < nq; ++s) {
-            const F* v = va + (i * nq + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rca)) continue;
-            radial_basis(r, rca, ka, f.data(), df.data());
-            const F u[3] = {v[0] / r, v[1] / r, v[2] / r};
-            monomials(u, m);
-            F* o = out_a + sa[i * nq + s] * ka * P;
-            for (int k = 0; k < ka; ++k) {
-                const F fk = f[k];
-                F* ok = o + k * P;
+        for (int64_t s0 = 0; s0 < nq; s0 += W) {
+            const int cnt = block_size(nq, s0);
+            basis_block(va + (i * nq + s0) * 3, cnt, rca, ka, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                if (!(r[w] < rca)) continue;
+                const F* v = va + (i * nq + s0 + w) * 3;
+                const F u[3] = {v[0] / r[w], v[1] / r[w], v[2] / r[w]};
+                monomials(u, m);
+                F* o = out_a + sa[i * nq + s0 + w] * ka * P;
+                for (int k = 0; k < ka; ++k) {
+                    const F fk = f[k * W + w];
+                    F* ok = o + k * P;
 #pragma omp simd
-                for (int p = 0; p < P; ++p) ok[p] += fk * m[p];
+                    for (int p = 0; p < P; ++p) ok[p] += fk * m[p];
+                }
             }
         }
     }
@@ -113,46 +160,56 @@ template <typename F>
 void backward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr, F rca,
               const F* vr, const int64_t* sr, const F* va, const int64_t* sa, const F* gsr,
               const F* gsa, F* gvr, F* gva) {
-    std::vector<F> f(kr > ka ? kr : ka), df(f.size());
-    F m[P], gm[P], gu[3];
+    const int kmax = kr > ka ? kr : ka;
+    std::vector<F> fb(kmax * W), dfb(kmax * W);
+    F* f = fb.data();
+    F* df = dfb.data();
+    F r[W], m[P], gm[P], gu[3];
     for (int64_t i = 0; i < n; ++i) {
-        for (int64_t s = 0; s < nr; ++s) {
-            const F* v = vr + (i * nr + s) * 3;
-            F* g = gvr + (i * nr + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rcr)) { g[0] = g[1] = g[2] = 0; continue; }
-            radial_basis(r, rcr, kr, f.data(), df.data());
-            const F* gs = gsr + (i * t + sr[i * nr + s]) * kr;
-            F gr = 0;
-#pragma omp simd reduction(+ : gr)
-            for (int k = 0; k < kr; ++k) gr += gs[k] * df[k];
-            for (int c = 0; c < 3; ++c) g[c] = gr * v[c] / r;
-        }
-        for (int64_t s = 0; s < nq; ++s) {
-            const F* v = va + (i * nq + s) * 3;
-            F* g = gva + (i * nq + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rca)) { g[0] = g[1] = g[2] = 0; continue; }
-            radial_basis(r, rca, ka, f.data(), df.data());
-            const F u[3] = {v[0] / r, v[1] / r, v[2] / r};
-            monomials(u, m);
-            const F* gb = gsa + (i * t + sa[i * nq + s]) * ka * P;  // [Ka][P]
-            for (int p = 0; p < P; ++p) gm[p] = 0;
-            F gr = 0;
-            for (int k = 0; k < ka; ++k) {
-                const F* gbk = gb + k * P;
-                F gf = 0;
-                const F fk = f[k];
-#pragma omp simd reduction(+ : gf)
-                for (int p = 0; p < P; ++p) {
-                    gf += gbk[p] * m[p];
-                    gm[p] += gbk[p] * fk;
-                }
-                gr += gf * df[k];
+        for (int64_t s0 = 0; s0 < nr; s0 += W) {
+            const int cnt = block_size(nr, s0);
+            basis_block(vr + (i * nr + s0) * 3, cnt, rcr, kr, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                const F* v = vr + (i * nr + s0 + w) * 3;
+                F* g = gvr + (i * nr + s0 + w) * 3;
+                if (!(r[w] < rcr)) { g[0] = g[1] = g[2] = 0; continue; }
+                const F* gs = gsr + (i * t + sr[i * nr + s0 + w]) * kr;
+                F gr = 0;
+                for (int k = 0; k < kr; ++k) gr += gs[k] * df[k * W + w];
+                for (int c = 0; c < 3; ++c) g[c] = gr * v[c] / r[w];
             }
-            monomials_vjp(u, m, gm, gu);
-            const F gu_u = gu[0] * u[0] + gu[1] * u[1] + gu[2] * u[2];
-            for (int c = 0; c < 3; ++c) g[c] = (gu[c] - gu_u * u[c]) / r + gr * u[c];
+        }
+        for (int64_t s0 = 0; s0 < nq; s0 += W) {
+            const int cnt = block_size(nq, s0);
+            basis_block(va + (i * nq + s0) * 3, cnt, rca, ka, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                const F* v = va + (i * nq + s0 + w) * 3;
+                F* g = gva + (i * nq + s0 + w) * 3;
+                if (!(r[w] < rca)) { g[0] = g[1] = g[2] = 0; continue; }
+                const F u[3] = {v[0] / r[w], v[1] / r[w], v[2] / r[w]};
+                monomials(u, m);
+                const F* gb = gsa + (i * t + sa[i * nq + s0 + w]) * ka * P;  // [Ka][P]
+                // gm_p = Σ_k f_k G_kp and dE/dr = Σ_kp df_k G_kp m_p = Σ_p m_p h_p with
+                // h_p = Σ_k df_k G_kp: two vector axpys per k and one reduction per slot
+                // (a reduction per k was a latency chain that dominated this kernel).
+                F h[P];
+                for (int p = 0; p < P; ++p) gm[p] = h[p] = 0;
+                for (int k = 0; k < ka; ++k) {
+                    const F* gbk = gb + k * P;
+                    const F fk = f[k * W + w], dk = df[k * W + w];
+#pragma omp simd
+                    for (int p = 0; p < P; ++p) {
+                        gm[p] += gbk[p] * fk;
+                        h[p] += gbk[p] * dk;
+                    }
+                }
+                F gr = 0;
+#pragma omp simd reduction(+ : gr)
+                for (int p = 0; p < P; ++p) gr += m[p] * h[p];
+                monomials_vjp(u, m, gm, gu);
+                const F gu_u = gu[0] * u[0] + gu[1] * u[1] + gu[2] * u[2];
+                for (int c = 0; c < 3; ++c) g[c] = (gu[c] - gu_u * u[c]) / r[w] + gr * u[c];
+            }
         }
     }
 }
@@ -161,39 +218,47 @@ template <typename F>
 void jvp(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr, F rca,
          const F* vr, const int64_t* sr, const F* va, const int64_t* sa, const F* dvr,
          const F* dva, F* dsums_r, F* dsums_a) {
-    std::vector<F> f(kr > ka ? kr : ka), df(f.size());
-    F m[P], dm[P];
+    const int kmax = kr > ka ? kr : ka;
+    std::vector<F> fb(kmax * W), dfb(kmax * W);
+    F* f = fb.data();
+    F* df = dfb.data();
+    F r[W], m[P], dm[P];
     for (int64_t i = 0; i < n; ++i) {
         F* out_r = dsums_r + i * t * kr;
-        for (int64_t s = 0; s < nr; ++s) {
-            const F* v = vr + (i * nr + s) * 3;
-            const F* dv = dvr + (i * nr + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rcr)) continue;
-            radial_basis(r, rcr, kr, f.data(), df.data());
-            const F dr = (v[0] * dv[0] + v[1] * dv[1] + v[2] * dv[2]) / r;
-            F* o = out_r + sr[i * nr + s] * kr;
-            for (int k = 0; k < kr; ++k) o[k] += df[k] * dr;
+        for (int64_t s0 = 0; s0 < nr; s0 += W) {
+            const int cnt = block_size(nr, s0);
+            basis_block(vr + (i * nr + s0) * 3, cnt, rcr, kr, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                if (!(r[w] < rcr)) continue;
+                const F* v = vr + (i * nr + s0 + w) * 3;
+                const F* dv = dvr + (i * nr + s0 + w) * 3;
+                const F dr = (v[0] * dv[0] + v[1] * dv[1] + v[2] * dv[2]) / r[w];
+                F* o = out_r + sr[i * nr + s0 + w] * kr;
+                for (int k = 0; k < kr; ++k) o[k] += df[k * W + w] * dr;
+            }
         }
         F* out_a = dsums_a + i * t * ka * P;
-        for (int64_t s = 0; s < nq; ++s) {
-            const F* v = va + (i * nq + s) * 3;
-            const F* dv = dva + (i * nq + s) * 3;
-            const F r = std::sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]);
-            if (!(r < rca)) continue;
-            radial_basis(r, rca, ka, f.data(), df.data());
-            const F u[3] = {v[0] / r, v[1] / r, v[2] / r};
-            const F dr = u[0] * dv[0] + u[1] * dv[1] + u[2] * dv[2];
-            const F du[3] = {(dv[0] - dr * u[0]) / r, (dv[1] - dr * u[1]) / r,
-                             (dv[2] - dr * u[2]) / r};
-            monomials(u, m);
-            monomials_jvp(u, m, du, dm);
-            F* o = out_a + sa[i * nq + s] * ka * P;
-            for (int k = 0; k < ka; ++k) {
-                const F a = df[k] * dr, b = f[k];
-                F* ok = o + k * P;
+        for (int64_t s0 = 0; s0 < nq; s0 += W) {
+            const int cnt = block_size(nq, s0);
+            basis_block(va + (i * nq + s0) * 3, cnt, rca, ka, r, f, df);
+            for (int w = 0; w < cnt; ++w) {
+                if (!(r[w] < rca)) continue;
+                const F* v = va + (i * nq + s0 + w) * 3;
+                const F* dv = dva + (i * nq + s0 + w) * 3;
+                const F rw = r[w];
+                const F u[3] = {v[0] / rw, v[1] / rw, v[2] / rw};
+                const F dr = u[0] * dv[0] + u[1] * dv[1] + u[2] * dv[2];
+                const F du[3] = {(dv[0] - dr * u[0]) / rw, (dv[1] - dr * u[1]) / rw,
+                                 (dv[2] - dr * u[2]) / rw};
+                monomials(u, m);
+                monomials_jvp(u, m, du, dm);
+                F* o = out_a + sa[i * nq + s0 + w] * ka * P;
+                for (int k = 0; k < ka; ++k) {
+                    const F a = df[k * W + w] * dr, b = f[k * W + w];
+                    F* ok = o + k * P;
 #pragma omp simd
-                for (int p = 0; p < P; ++p) ok[p] += a * m[p] + b * dm[p];
+                    for (int p = 0; p < P; ++p) ok[p] += a * m[p] + b * dm[p];
+                }
             }
         }
     }
