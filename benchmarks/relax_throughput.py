@@ -126,6 +126,26 @@ def label_with_chgnet(structures: list[Atoms], rng: np.random.Generator) -> list
     return labelled
 
 
+def campaign_labels(directory: Path) -> tuple[list[Atoms], str]:
+    """The successful oracle labels of an alcsp campaign, without those the campaign itself
+    keeps out of training (a force component above [campaign] train_max_force), and a tag."""
+    from alcsp.config import parse_config
+    from alcsp.store import CampaignStore
+
+    store = CampaignStore.open(directory, readonly=True)
+    try:
+        cap = parse_config(store.config_text).campaign.train_max_force
+        labels = store.training_set()
+    finally:
+        store.close()
+    if cap > 0:
+        labels = [a for a in labels if np.abs(a.get_forces()).max() <= cap]
+    if not labels:
+        raise SystemExit(f"{directory}: the campaign has no usable labels yet")
+    oracle = labels[0].info["oracle"]
+    return labels, f"{oracle}{len(labels)}"
+
+
 class TimedPotential:
     """Counts the CPU time spent inside any batched potential, to split it from the
     optimiser's (also used by relax_overhead.py)."""
@@ -144,11 +164,11 @@ class TimedPotential:
 
 
 def ase_relax(
-    atoms: Atoms, model: ACNN, pressure: float, cfg: RelaxConfig
+    atoms: Atoms, model: ACNN, pressure: float, cfg: RelaxConfig, skin: float
 ) -> tuple[bool, int, bool]:
     """(converged, steps, physical): physical = no atoms closer than the relaxer's rule."""
     a = atoms.copy()
-    a.calc = ACNNCalculator(model)
+    a.calc = ACNNCalculator(model, skin=skin)
     opt = BFGS(FrechetCellFilter(a, scalar_pressure=pressure * GPA), logfile=None)
     converged = opt.run(fmax=cfg.fmax, steps=cfg.max_steps)
     close = min_distance_ratio(a.positions, a.cell.array, a.numbers, cfg.min_distance_fraction)
@@ -186,15 +206,22 @@ def labels_and_model(name: str, system: dict, args: argparse.Namespace,
         label_file = args.labels_dir / f"{tag}.extxyz"
         model_file = args.labels_dir / f"{tag}_{args.train_steps}steps.pt"
     t0 = time.perf_counter()
-    if label_file is not None and label_file.exists():
+    if args.teacher_campaign is not None:
+        labelled, tag = campaign_labels(args.teacher_campaign)
+        if args.labels_dir is not None:
+            model_file = args.labels_dir / f"{name}_{tag}_s{args.seed}_{args.train_steps}steps.pt"
+    elif label_file is not None and label_file.exists():
         labelled = read_labelled(label_file)
     else:
         labelled = label_with_chgnet(random_structures(system, args.n_label, rng, (lo, hi)), rng)
         if label_file is not None:
             write_labelled(label_file, labelled)
+    sizes = [len(a) for a in labelled]
     print(json.dumps({"system": name, "stage": "labels", "count": len(labelled),
-                      "atoms": [lo, hi], "label_s": round(time.perf_counter() - t0, 1),
-                      "file": None if label_file is None else str(label_file)}), flush=True)
+                      "atoms": [min(sizes), max(sizes)], "mean_atoms": round(np.mean(sizes), 1),
+                      "label_s": round(time.perf_counter() - t0, 1),
+                      "source": str(args.teacher_campaign or label_file or "chgnet")}),
+          flush=True)  # fmt: skip
     if model_file is not None and model_file.exists():
         return load_model(model_file)
     t0 = time.perf_counter()
@@ -253,14 +280,17 @@ def run_system(name: str, args: argparse.Namespace) -> None:
     if not subset:
         return
     batched(subset, "batched_on_ase_subset", args.skins[-1], None)
-    c0, w0 = time.process_time(), time.perf_counter()
-    outs = [ase_relax(a, model, pressure, cfg) for a in subset]
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    rec = summary(name, "ase_bfgs_frechet", [o[1] for o in outs],
-                  [o[0] and o[2] for o in outs], cpu, wall)
-    rec["converged_but_close_atoms"] = sum(o[0] and not o[2] for o in outs)
-    rec["mean_atoms"] = round(float(np.mean([len(a) for a in subset])), 1)
-    print(json.dumps(rec), flush=True)
+    for skin in args.ase_skins:
+        c0, w0 = time.process_time(), time.perf_counter()
+        outs = [ase_relax(a, model, pressure, cfg, skin) for a in subset]
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        rec = summary(name, "ase_bfgs_frechet", [o[1] for o in outs],
+                      [o[0] and o[2] for o in outs], cpu, wall)
+        rec["skin"] = skin
+        rec["converged_but_close_atoms"] = sum(o[0] and not o[2] for o in outs)
+        rec["mean_atoms"] = round(float(np.mean([len(a) for a in subset])), 1)
+        rec["ms_per_step"] = round(1e3 * cpu / max(sum(o[1] for o in outs), 1), 2)
+        print(json.dumps(rec), flush=True)
 
 
 def atoms_ranges(text: str) -> dict[str, tuple[int, int]]:
@@ -291,6 +321,12 @@ def main() -> None:
     p.add_argument("--atoms-budget", type=int, default=1024)
     p.add_argument("--skins", type=lambda t: [float(x) for x in t.split(",")], default=[0.5],
                    help="neighbour-list skins (Å) to run the batched relaxer with, e.g. 0,0.5")
+    p.add_argument("--ase-skins", type=lambda t: [float(x) for x in t.split(",")],
+                   default=[0.5], help="neighbour-list skins (Å) of ACNNCalculator on the ASE "
+                   "path, e.g. 0,0.5 (0 = a fresh list every step)")
+    p.add_argument("--teacher-campaign", type=Path,
+                   help="train on the oracle labels of this alcsp campaign directory instead "
+                   "of CHGNet labels (e.g. benchmarks/mgcah-300gpa-teacher.toml's run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=sorted(SYSTEMS))
     p.add_argument("--labels-only", action="store_true", help="stop after labels and model")

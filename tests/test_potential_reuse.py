@@ -201,6 +201,36 @@ def test_same_id_for_a_different_structure_stays_correct(model):
     assert_same(out, ACNNPotential(model, skin=0.0).compute(batch_of([b], None)))
 
 
+def test_ase_calculator_reuses_its_list_along_an_ase_relaxation(model):
+    """ACNNCalculator (skin 0.5 Å) inside ASE BFGS + FrechetCellFilter: every call equals a
+    fresh-list calculator on the same geometry, and most calls reuse the list."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    from alcsp.potential import ACNNCalculator
+
+    atoms = cuau_cells(1, np.random.default_rng(8))[0]
+    atoms.calc = ACNNCalculator(model, skin=SKIN)
+    fresh = ACNNCalculator(model, skin=0.0)
+    checked = 0
+
+    def compare() -> None:
+        nonlocal checked
+        ref = atoms.copy()
+        ref.calc = fresh
+        assert abs(ref.get_potential_energy() - atoms.get_potential_energy()) < 1e-12
+        np.testing.assert_allclose(ref.get_forces(), atoms.get_forces(), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ref.get_stress(), atoms.get_stress(), rtol=0, atol=1e-12)
+        checked += 1
+
+    opt = BFGS(FrechetCellFilter(atoms), logfile=None)
+    opt.attach(compare)
+    opt.run(fmax=1e-3, steps=40)
+    pot = atoms.calc.potential
+    assert checked >= 10 and pot.pair_lists_reused > pot.pair_lists_built
+    assert fresh.potential.pair_lists_reused == 0
+
+
 def test_bad_skin_and_ids_are_rejected(model):
     with pytest.raises(ValueError, match="skin"):
         ACNNPotential(model, skin=-0.1)
