@@ -564,3 +564,65 @@ def test_campaign_survives_an_oracle_that_fails_jobs(tmp_path, one_thread):
             "n_structures", 0
         )
         assert used == sum(1 for i in trainable if 0 <= i < m.iteration), m
+
+
+def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(tiny, tmp_path):
+    """If every Au cell of an iteration went unphysical, the Cu–Au compositions still get an
+    ACNN E_hull: the best earlier Au structures, evaluated with this iteration's model, stand
+    in for the missing terminal (without them those compositions would drop out of the
+    selection, as a hydrogen-poor search at 300 GPa showed)."""
+    import shutil
+
+    import torch
+
+    from alcsp.potential import ACNNPotential, load_model
+    from alcsp.structures import StructureBatch
+    from alcsp.units import GPA
+
+    directory = tmp_path / "copy"
+    shutil.copytree(tiny["dir"], directory)
+    camp = Campaign.open(directory)
+    try:
+        store = camp.store
+        n = 2
+        model = load_model(store.model_path([m for m in store.models() if m.iteration == n][-1]))
+        rel = store.relaxations(iteration=n, method="acnn")
+        keys = np.array([composition_key(c) for c in rel["composition"]])
+        au = (keys == "Au") & (rel["status"] == "converged")
+        mixed = (keys != "Au") & (keys != "Cu") & (rel["status"] == "converged")
+        assert au.any() and mixed.any(), "the tiny campaign's iteration 2 has Au and Cu–Au minima"
+        with sqlite3.connect(directory / DB_NAME) as conn:  # those Au cells "went unphysical"
+            conn.executemany("UPDATE relaxations SET status = 'unphysical', e_hull = NULL "
+                             "WHERE id = ?", [(int(i),) for i in rel["id"][au]])  # fmt: skip
+            conn.execute("UPDATE relaxations SET e_hull = NULL WHERE iteration = ?", (n,))
+
+        # the reference: the lowest model enthalpy over earlier converged Au relaxations and
+        # the labelled Au structures, computed here independently
+        earlier = store.relaxations(method="acnn", status="converged")
+        ids = [int(s) for s, c, it in zip(earlier["structure_id"], earlier["composition"],
+                                          earlier["iteration"], strict=True)
+               if it < n and composition_key(c) == "Au"]  # fmt: skip
+        pool = store.get_atoms(ids) + [
+            a for a in store.training_set("emt") if composition_key(a.get_chemical_formula()) == "Au"
+        ]
+        assert pool
+        pot = ACNNPotential(model, dtype=torch.float64)
+        e = pot.compute(StructureBatch.from_atoms(pool, dtype=torch.float64)).energy.numpy()
+        p = camp.config.campaign.pressure * GPA
+        expected = min((float(ei) + p * a.get_volume()) / len(a) for a, ei in zip(pool, e, strict=True))
+
+        present = set(keys[rel["status"] == "converged"]) - {"Au"}
+        ref_keys, ref_h = camp.terminal_references(n, present, model)
+        assert list(ref_keys) == ["Au"]
+        assert abs(ref_h[0] - expected) < 1e-9
+
+        def mixed_e_hull() -> np.ndarray:
+            return store.relaxations(iteration=n, method="acnn")["e_hull"][mixed]
+
+        camp.select(n)  # no model: the Cu–Au compositions cannot be placed
+        assert np.isnan(mixed_e_hull()).all()
+        camp.select(n, model)
+        got = mixed_e_hull()
+        assert np.isfinite(got).all() and (got >= -1e-9).all()
+    finally:
+        camp.close()

@@ -41,6 +41,7 @@ from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, tra
 from alcsp.relax.runner import relax_structures
 from alcsp.select import Candidate, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
+from alcsp.structures import StructureBatch
 from alcsp.units import GPA
 
 Say = Callable[[str], None]
@@ -196,7 +197,7 @@ class Campaign:
         n_relaxed = self.search(n, model)
         t2 = time.perf_counter()
         self.store.update_iteration(n, stage="select", timings={"search": t2 - t1})
-        ids = self.select(n)
+        ids = self.select(n, model)
         self.store.update_iteration(n, stage="label", counts={"selected": len(ids)})
         self.label(ids, n)
         ok, failed = self._label_counts(ids)
@@ -352,18 +353,30 @@ class Campaign:
             )
         return relaxed
 
-    def select(self, n: int) -> list[int]:
-        """Hull from this iteration's ACNN enthalpies, then the composition-wise selection."""
+    def select(self, n: int, model=None) -> list[int]:
+        """Hull from this iteration's ACNN enthalpies, then the composition-wise selection.
+
+        An element with no converged relaxation in this iteration (its random cells all went
+        unphysical, say) would leave every composition containing it off the hull; with
+        ``model`` given, earlier structures of that element stand in (``terminal_references``).
+        """
         rel = self.store.relaxations(iteration=n, method="acnn")
         if len(rel["id"]) == 0:
             return []
         keys = np.array([composition_key(c) for c in rel["composition"]], dtype=object)
         e_hull = np.full(len(keys), np.nan)
         conv = rel["status"] == "converged"
-        hull = self._hull(keys[conv], rel["enthalpy_per_atom"][conv])
+        ref_keys, ref_h = self.terminal_references(n, set(keys[conv]), model)
+        n_conv = int(conv.sum())
+        hull = self._hull(
+            np.concatenate([keys[conv], ref_keys]),
+            np.concatenate([rel["enthalpy_per_atom"][conv], ref_h]),
+        )
         if hull is not None:
-            e_hull[np.nonzero(conv)[0][hull[1]]] = hull[0].e_hull
-            self.store.set_e_hull(rel["id"][conv][hull[1]].tolist(), hull[0].e_hull.tolist())
+            own = hull[1] < n_conv  # this iteration's entries; the references come after
+            idx, values = hull[1][own], hull[0].e_hull[own]
+            e_hull[np.nonzero(conv)[0][idx]] = values
+            self.store.set_e_hull(rel["id"][conv][idx].tolist(), values.tolist())
         fps = self.store.fingerprints(rel["id"].tolist())
         candidates = []
         for k in range(len(keys)):
@@ -533,6 +546,47 @@ class Campaign:
         a selection redone after a restart that had labelled part of it is the same one."""
         q = "SELECT structure_id FROM labels WHERE oracle = ? AND iteration < ?"
         return {r[0] for r in self.store.conn.execute(q, (self.oracle.name, n))}
+
+    def terminal_references(
+        self, n: int, present: set[str], model
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Hull entries (keys, enthalpies eV/atom) for the elements with no converged ACNN
+        relaxation among ``present`` in iteration ``n``: the lowest-enthalpy converged ACNN
+        relaxations of that element from earlier iterations (up to 3) and its labelled
+        structures, evaluated with ``model`` at their geometry; the lowest per element. A
+        single point, not a relaxation: an upper bound of the model's own terminal enthalpy.
+        """
+        missing = [e for e in self.config.elements if e not in present]
+        if not missing or model is None:
+            return np.array([], dtype=object), np.array([], dtype=float)
+        rel = self.store.relaxations(status="converged", method="acnn")
+        ids: list[int] = []
+        for el in missing:
+            own = [k for k in range(len(rel["id"]))
+                   if rel["iteration"][k] < n and composition_key(rel["composition"][k]) == el]
+            own.sort(key=lambda k: rel["enthalpy_per_atom"][k])
+            ids += [int(rel["structure_id"][k]) for k in own[:3]]
+        atoms = self.store.get_atoms(ids) + [
+            a for a in self._within_force_cap(self.store.training_set(self.oracle.name))
+            if composition_key(a.get_chemical_formula()) in missing
+        ]  # fmt: skip
+        best: dict[str, float] = {}
+        if atoms:
+            batch = StructureBatch.from_atoms(atoms, dtype=torch.float64)
+            energy = ACNNPotential(model, dtype=torch.float64).compute(batch).energy.numpy()
+            p = self.config.campaign.pressure * GPA
+            for a, e in zip(atoms, energy, strict=True):
+                h = (float(e) + p * a.get_volume()) / len(a)
+                key = composition_key(a.get_chemical_formula())
+                if math.isfinite(h) and h < best.get(key, math.inf):
+                    best[key] = h
+        for el in missing:
+            self.say(f"iteration {n}: no converged {el} relaxation in this iteration; "
+                     + (f"hull reference {best[el]:.4f} eV/atom from earlier {el} structures"
+                        if el in best else f"none earlier either: compositions with {el} "
+                        "are left out of this iteration's ACNN hull"))  # fmt: skip
+        keys = sorted(best)
+        return np.array(keys, dtype=object), np.array([best[k] for k in keys], dtype=float)
 
     def _iteration_indices(self) -> set[int]:
         return {it.index for it in self.store.iterations()}
