@@ -145,15 +145,21 @@ inline void basis_block(const F* v, int cnt, F rc, int K, F* r, F* f, F* df) {
 
 inline int block_size(int64_t slots, int64_t s0) { return int(slots - s0 < W ? slots - s0 : W); }
 
+// The per-slot loops over the 35 monomials run over PP = 40 (a multiple of the SIMD width,
+// zero-padded) in per-atom scratch buffers, so no scalar remainder runs per basis function.
+constexpr int PP = 40;
+
 template <typename F>
 void forward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr, F rca,
              const F* vr, const int64_t* sr, const F* va, const int64_t* sa, F* sums_r,
              F* sums_a) {
     const int kmax = kr > ka ? kr : ka;
-    std::vector<F> fb(kmax * W), dfb(kmax * W);
+    std::vector<F> fb(kmax * W), dfb(kmax * W), accb(t * ka * PP);
     F* f = fb.data();
     F* df = dfb.data();
-    F r[W], m[P];
+    F* acc = accb.data();  // [T][Ka][PP] angular sums of one atom
+    F r[W], m[PP];
+    for (int p = P; p < PP; ++p) m[p] = 0;
     for (int64_t i = 0; i < n; ++i) {
         F* out_r = sums_r + i * t * kr;
         for (int64_t s0 = 0; s0 < nr; s0 += W) {
@@ -165,7 +171,7 @@ void forward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr
                 for (int k = 0; k < kr; ++k) o[k] += f[k * W + w];
             }
         }
-        F* out_a = sums_a + i * t * ka * P;
+        for (int64_t q = 0; q < t * ka * PP; ++q) acc[q] = 0;
         for (int64_t s0 = 0; s0 < nq; s0 += W) {
             const int cnt = block_size(nq, s0);
             basis_block(va + (i * nq + s0) * 3, cnt, rca, ka, r, f, df);
@@ -174,15 +180,18 @@ void forward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rcr
                 const F* v = va + (i * nq + s0 + w) * 3;
                 const F u[3] = {v[0] / r[w], v[1] / r[w], v[2] / r[w]};
                 monomials(u, m);
-                F* o = out_a + sa[i * nq + s0 + w] * ka * P;
+                F* o = acc + sa[i * nq + s0 + w] * ka * PP;
                 for (int k = 0; k < ka; ++k) {
                     const F fk = f[k * W + w];
-                    F* ok = o + k * P;
+                    F* ok = o + k * PP;
 #pragma omp simd
-                    for (int p = 0; p < P; ++p) ok[p] += fk * m[p];
+                    for (int p = 0; p < PP; ++p) ok[p] += fk * m[p];
                 }
             }
         }
+        F* out_a = sums_a + i * t * ka * P;
+        for (int64_t b = 0; b < t * ka; ++b)
+            for (int p = 0; p < P; ++p) out_a[b * P + p] += acc[b * PP + p];
     }
 }
 
@@ -191,11 +200,18 @@ void backward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rc
               const F* vr, const int64_t* sr, const F* va, const int64_t* sa, const F* gsr,
               const F* gsa, F* gvr, F* gva) {
     const int kmax = kr > ka ? kr : ka;
-    std::vector<F> fb(kmax * W), dfb(kmax * W);
+    std::vector<F> fb(kmax * W), dfb(kmax * W), gpadb(t * ka * PP);
     F* f = fb.data();
     F* df = dfb.data();
-    F r[W], m[P], gm[P], gu[3];
+    F* gpad = gpadb.data();  // [T][Ka][PP] one atom's grad_sums_a, zero-padded
+    F r[W], m[PP], gm[PP], h[PP], gu[3];
+    for (int p = P; p < PP; ++p) m[p] = 0;
     for (int64_t i = 0; i < n; ++i) {
+        for (int64_t b = 0; b < t * ka; ++b) {
+            const F* g = gsa + (i * t * ka + b) * P;
+            for (int p = 0; p < P; ++p) gpad[b * PP + p] = g[p];
+            for (int p = P; p < PP; ++p) gpad[b * PP + p] = 0;
+        }
         for (int64_t s0 = 0; s0 < nr; s0 += W) {
             const int cnt = block_size(nr, s0);
             basis_block(vr + (i * nr + s0) * 3, cnt, rcr, kr, r, f, df);
@@ -218,24 +234,23 @@ void backward(int64_t n, int64_t t, int64_t nr, int64_t nq, int kr, int ka, F rc
                 if (!(r[w] < rca)) { g[0] = g[1] = g[2] = 0; continue; }
                 const F u[3] = {v[0] / r[w], v[1] / r[w], v[2] / r[w]};
                 monomials(u, m);
-                const F* gb = gsa + (i * t + sa[i * nq + s0 + w]) * ka * P;  // [Ka][P]
+                const F* gb = gpad + sa[i * nq + s0 + w] * ka * PP;  // [Ka][PP]
                 // gm_p = Σ_k f_k G_kp and dE/dr = Σ_kp df_k G_kp m_p = Σ_p m_p h_p with
                 // h_p = Σ_k df_k G_kp: two vector axpys per k and one reduction per slot
                 // (a reduction per k was a latency chain that dominated this kernel).
-                F h[P];
-                for (int p = 0; p < P; ++p) gm[p] = h[p] = 0;
+                for (int p = 0; p < PP; ++p) gm[p] = h[p] = 0;
                 for (int k = 0; k < ka; ++k) {
-                    const F* gbk = gb + k * P;
+                    const F* gbk = gb + k * PP;
                     const F fk = f[k * W + w], dk = df[k * W + w];
 #pragma omp simd
-                    for (int p = 0; p < P; ++p) {
+                    for (int p = 0; p < PP; ++p) {
                         gm[p] += gbk[p] * fk;
                         h[p] += gbk[p] * dk;
                     }
                 }
                 F gr = 0;
 #pragma omp simd reduction(+ : gr)
-                for (int p = 0; p < P; ++p) gr += m[p] * h[p];
+                for (int p = 0; p < PP; ++p) gr += m[p] * h[p];
                 monomials_vjp(u, m, gm, gu);
                 const F gu_u = gu[0] * u[0] + gu[1] * u[1] + gu[2] * u[2];
                 for (int c = 0; c < 3; ++c) g[c] = (gu[c] - gu_u * u[c]) / r[w] + gr * u[c];
