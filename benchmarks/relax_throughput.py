@@ -6,7 +6,10 @@ For each chemistry (random Mg–Ca–H cells of 20–80 atoms at 300 GPa, random
      its weights ship in the wheel, so this runs offline). The teacher cells may be smaller
      than the relaxed ones (``--label-atoms``, default Mg–Ca–H 4–16 atoms: CHGNet's
      three-body graph of a 20–80-atom cell at ~2.3 Å³/atom does not fit in memory);
-     ``--labels FILE`` keeps them (read if it exists, written otherwise);
+     ``--labels-dir DIR`` keeps them (read if they exist, written otherwise). Or, with
+     ``--teacher-campaign DIR``, take the oracle labels of an alcsp campaign instead (for
+     Mg–Ca–H at 300 GPa, where CHGNet collapses H–H pairs: the GPAW campaign of
+     ``benchmarks/mgcah-300gpa-teacher.toml``; see docs/benchmarks.md);
   2. train an ACNN of the paper's hyperparameters (``ACNNConfig`` defaults) on them for
      ``--train-steps`` steps, float32 (``--model FILE``: read if it exists, saved otherwise);
   3. relax ``--n-relax`` fresh random structures with the batched relaxer, once per
@@ -25,7 +28,8 @@ process, one thread) counting every finished structure and counting only the con
     OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000 \
     MALLOC_TOP_PAD_=1000000000 .venv/bin/python benchmarks/relax_throughput.py \
         [--n-label 200] [--train-steps 300] [--n-relax 64] [--n-ase 8] [--only MgCaH|BePNO] \
-        [--labels-dir DIR] [--skins 0,0.5]
+        [--labels-dir DIR] [--skins 0,0.5] [--teacher-campaign DIR --train-max-force 100]
+        [--ase-skins 0,0.5] [--min-distance-fraction 0.5]
 """
 
 from __future__ import annotations
@@ -126,15 +130,17 @@ def label_with_chgnet(structures: list[Atoms], rng: np.random.Generator) -> list
     return labelled
 
 
-def campaign_labels(directory: Path) -> tuple[list[Atoms], str]:
-    """The successful oracle labels of an alcsp campaign, without those the campaign itself
-    keeps out of training (a force component above [campaign] train_max_force), and a tag."""
+def campaign_labels(directory: Path, max_force: float | None) -> tuple[list[Atoms], str]:
+    """The successful oracle labels of an alcsp campaign without those whose largest force
+    component exceeds ``max_force`` eV/Å (None: the campaign's own train_max_force), and a
+    tag naming the oracle, the count and the cap."""
     from alcsp.config import parse_config
     from alcsp.store import CampaignStore
 
     store = CampaignStore.open(directory, readonly=True)
     try:
         cap = parse_config(store.config_text).campaign.train_max_force
+        cap = cap if max_force is None else max_force
         labels = store.training_set()
     finally:
         store.close()
@@ -143,7 +149,7 @@ def campaign_labels(directory: Path) -> tuple[list[Atoms], str]:
     if not labels:
         raise SystemExit(f"{directory}: the campaign has no usable labels yet")
     oracle = labels[0].info["oracle"]
-    return labels, f"{oracle}{len(labels)}"
+    return labels, f"{oracle}{len(labels)}f{cap:g}"
 
 
 class TimedPotential:
@@ -207,7 +213,7 @@ def labels_and_model(name: str, system: dict, args: argparse.Namespace,
         model_file = args.labels_dir / f"{tag}_{args.train_steps}steps.pt"
     t0 = time.perf_counter()
     if args.teacher_campaign is not None:
-        labelled, tag = campaign_labels(args.teacher_campaign)
+        labelled, tag = campaign_labels(args.teacher_campaign, args.train_max_force)
         if args.labels_dir is not None:
             model_file = args.labels_dir / f"{name}_{tag}_s{args.seed}_{args.train_steps}steps.pt"
     elif label_file is not None and label_file.exists():
@@ -249,7 +255,8 @@ def run_system(name: str, args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     model = labels_and_model(name, system, args, rng)
     structures = random_structures(system, args.n_relax, np.random.default_rng(args.seed + 1))
-    cfg = RelaxConfig(max_steps=args.max_steps, atoms_budget=args.atoms_budget)
+    cfg = RelaxConfig(max_steps=args.max_steps, atoms_budget=args.atoms_budget,
+                      min_distance_fraction=args.min_distance_fraction)
     pressure = system["pressure"]
 
     def batched(subset: list[Atoms], path: str, skin: float, paper: float | None) -> None:
@@ -319,6 +326,9 @@ def main() -> None:
     p.add_argument("--n-ase", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=500)
     p.add_argument("--atoms-budget", type=int, default=1024)
+    p.add_argument("--min-distance-fraction", type=float, default=0.5,
+                   help="unphysical below this x the covalent-radius sum, both paths (the "
+                   "relaxer's default 0.5)")
     p.add_argument("--skins", type=lambda t: [float(x) for x in t.split(",")], default=[0.5],
                    help="neighbour-list skins (Å) to run the batched relaxer with, e.g. 0,0.5")
     p.add_argument("--ase-skins", type=lambda t: [float(x) for x in t.split(",")],
@@ -327,6 +337,9 @@ def main() -> None:
     p.add_argument("--teacher-campaign", type=Path,
                    help="train on the oracle labels of this alcsp campaign directory instead "
                    "of CHGNet labels (e.g. benchmarks/mgcah-300gpa-teacher.toml's run)")
+    p.add_argument("--train-max-force", type=float, default=None,
+                   help="with --teacher-campaign: leave out labels with a force component "
+                   "above this (eV/Å; default the campaign's train_max_force, 0 = none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=sorted(SYSTEMS))
     p.add_argument("--labels-only", action="store_true", help="stop after labels and model")
