@@ -3,7 +3,8 @@
 // Why hand-written: in eager PyTorch every per-neighbour intermediate (the Chebyshev basis,
 // the monomials of r̂, their products) is a separate (atoms × slots × k) tensor written to and
 // read back from memory, and that traffic, not arithmetic, sets the speed (DESIGN.md).
-// Here each neighbour is handled in registers and only per-atom sums are written.
+// Here only per-atom sums are written: the radial basis is computed for blocks of slots
+// (one SIMD lane per slot), the monomial products per slot in L1-resident scratch.
 //
 // Layouts (row-major, see neighbours.py): N atoms, R radial / Q angular slots per atom,
 // T species, K basis size, P = 35 monomials x^a y^b z^c of degree <= 4 of the unit vector.

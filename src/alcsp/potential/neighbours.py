@@ -4,7 +4,10 @@ Shape letters: S structures, N atoms, R the largest number of radial neighbours 
 of any atom in the batch, Q the same for angular neighbours (r < r_c^a), T model species.
 
 vesin builds each structure's list (cell-list algorithm, small and skewed cells included);
-the rest is vectorised NumPy over the whole batch. Every atom gets R radial and Q angular
+one C++ pass (``_fused.cpp``: ``acnn_count_slots`` / ``acnn_fill_slots``, NumPy when the
+kernels cannot be built) recomputes the pair vectors from the batch's positions and cell and
+places them into slots — so a list built earlier with a skin serves later geometries too.
+Every atom gets R radial and Q angular
 slots; unused slots hold a dummy vector of length 1.5·r_c, where every basis function and its
 derivative are exactly zero. With this layout the per-atom sums of the descriptor are
 reductions and batched matmuls over the slot axis: no scatter or gather of per-edge rows,
