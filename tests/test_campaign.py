@@ -596,20 +596,24 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
                              "WHERE id = ?", [(int(i),) for i in rel["id"][au]])  # fmt: skip
             conn.execute("UPDATE relaxations SET e_hull = NULL WHERE iteration = ?", (n,))
 
-        # the reference: the lowest model enthalpy over earlier converged Au relaxations and
-        # the labelled Au structures, computed here independently
+        # the reference: the lowest model enthalpy over the 3 lowest-enthalpy earlier converged
+        # Au relaxations and the labelled Au structures, computed here independently
         earlier = store.relaxations(method="acnn", status="converged")
-        ids = [int(s) for s, c, it in zip(earlier["structure_id"], earlier["composition"],
-                                          earlier["iteration"], strict=True)
-               if it < n and composition_key(c) == "Au"]  # fmt: skip
-        pool = store.get_atoms(ids) + [
-            a for a in store.training_set("emt") if composition_key(a.get_chemical_formula()) == "Au"
-        ]
+        rows = sorted((h, int(s)) for s, c, it, h in zip(
+            earlier["structure_id"], earlier["composition"], earlier["iteration"],
+            earlier["enthalpy_per_atom"], strict=True) if it < n and composition_key(c) == "Au")
+        pool = store.get_atoms([s for _, s in rows[:3]]) + [
+            a for a in store.training_set("emt")
+            if composition_key(a.get_chemical_formula()) == "Au"
+            and np.abs(a.get_forces()).max() <= camp.config.campaign.train_max_force
+        ]  # fmt: skip
         assert pool
         pot = ACNNPotential(model, dtype=torch.float64)
         e = pot.compute(StructureBatch.from_atoms(pool, dtype=torch.float64)).energy.numpy()
         p = camp.config.campaign.pressure * GPA
-        expected = min((float(ei) + p * a.get_volume()) / len(a) for a, ei in zip(pool, e, strict=True))
+        expected = min(
+            (float(ei) + p * a.get_volume()) / len(a) for a, ei in zip(pool, e, strict=True)
+        )
 
         present = set(keys[rel["status"] == "converged"]) - {"Au"}
         ref_keys, ref_h = camp.terminal_references(n, present, model)
