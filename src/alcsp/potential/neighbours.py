@@ -29,24 +29,24 @@ from alcsp.structures import StructureBatch
 
 @dataclass
 class PairList:
-    """One structure's neighbour pairs within the radial cutoff (local atom indices)."""
+    """One structure's neighbour pairs within the radial cutoff (local atom indices). Only
+    the topology: ``build_graph`` computes r_j - r_i + shift·cell from the current geometry."""
 
     i: np.ndarray  # [E] int64 centre atom
     j: np.ndarray  # [E] int64 neighbour atom
     shift: np.ndarray  # [E, 3] int64 lattice translation of j
-    vector: np.ndarray  # [E, 3] float64 r_j - r_i + shift·cell, Å
 
 
 def pair_list(positions: np.ndarray, cell: np.ndarray, cutoff: float) -> PairList:
     """Full (i->j and j->i) periodic neighbour list of one structure within ``cutoff`` Å."""
     nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, s, d = nl.compute(
+    i, j, s = nl.compute(
         points=np.ascontiguousarray(positions, dtype=np.float64),
         box=np.ascontiguousarray(cell, dtype=np.float64),
         periodic=True,
-        quantities="ijSD",
+        quantities="ijS",
     )
-    return PairList(i.astype(np.int64), j.astype(np.int64), s.astype(np.int64), d)
+    return PairList(i.astype(np.int64), j.astype(np.int64), s.astype(np.int64))
 
 
 @dataclass
