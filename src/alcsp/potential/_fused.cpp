@@ -58,9 +58,11 @@ inline void monomials_jvp(const F* u, const F* m, const F* du, F* dm) {
 // computed here for a block of W slots at once, one SIMD lane per slot.
 constexpr int W = 16;
 
-// sin(π t) and cos(π t) for |t| <= 1/2 by their Taylor series up to θ^21 and θ^22 (the next
-// terms are below double rounding for |θ| <= π/2): vectorises across slots, where a libm
-// sincos per slot was ~12% of the kernels' time.
+// sin(π t) and cos(π t) for |t| <= 1/2 by their Taylor series, in the kernel's own float
+// type: up to θ^21 and θ^22 in double, θ^13 and θ^14 in float (the first omitted term is
+// below that type's rounding for |θ| <= π/2). Written as fully unrolled Horner chains so the
+// slot loop around it vectorises (a libm sincos per slot was ~12% of the kernels' time, and
+// a Horner loop that is not unrolled keeps the whole slot loop scalar).
 struct TrigSeries {
     double s[11];  // (-1)^n / (2n+1)!
     double c[12];  // (-1)^n / (2n)!
@@ -80,14 +82,28 @@ constexpr TrigSeries trig_series() {
 
 constexpr TrigSeries TRIG = trig_series();
 
+// The series' coefficients in the float type F, held by the caller outside its slot loop.
 template <typename F>
-inline void sin_cos_pi(F t, F& sn, F& cs) {
-    const double th = M_PI * double(t), z = th * th;
-    double ps = TRIG.s[10], pc = TRIG.c[11];
-    for (int n = 9; n >= 0; --n) ps = ps * z + TRIG.s[n];
-    for (int n = 10; n >= 0; --n) pc = pc * z + TRIG.c[n];
-    sn = F(th * ps);
-    cs = F(pc);
+struct TrigCoeffs {
+    static constexpr int NS = sizeof(F) >= 8 ? 11 : 7, NC = NS + 1;  // terms of each series
+    F s[NS], c[NC];
+    TrigCoeffs() {
+        for (int n = 0; n < NS; ++n) s[n] = F(TRIG.s[n]);
+        for (int n = 0; n < NC; ++n) c[n] = F(TRIG.c[n]);
+    }
+};
+
+template <typename F>
+inline void sin_cos_pi(const TrigCoeffs<F>& k, F t, F& sn, F& cs) {
+    constexpr int NS = TrigCoeffs<F>::NS, NC = TrigCoeffs<F>::NC;
+    const F th = F(M_PI) * t, z = th * th;
+    F ps = k.s[NS - 1], pc = k.c[NC - 1];
+#pragma GCC unroll 12
+    for (int n = NS - 2; n >= 0; --n) ps = ps * z + k.s[n];
+#pragma GCC unroll 12
+    for (int n = NC - 2; n >= 0; --n) pc = pc * z + k.c[n];
+    sn = th * ps;
+    cs = pc;
 }
 
 // f_k = 1/2 (T_k(x) + 1) fc(r), x = 2 (r/rc - 1)^2 - 1, df = d f_k / d r, for slots
@@ -97,22 +113,22 @@ template <typename F>
 inline void basis_block(const F* v, int cnt, F rc, int K, F* r, F* f, F* df) {
     F x[W], dx[W], fc[W], dfc[W], t0[W], t1[W], d0[W], d1[W];
     const F pi = F(M_PI);
+    const TrigCoeffs<F> coef;
+    F r2[W];
     for (int w = 0; w < W; ++w) {
-        F rr = F(2) * rc;
-        if (w < cnt) {
-            const F* p = v + 3 * w;
-            rr = std::sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);
-        }
-        r[w] = rr;
+        const F* p = v + 3 * (w < cnt ? w : 0);
+        r2[w] = w < cnt ? p[0] * p[0] + p[1] * p[1] + p[2] * p[2] : F(4) * rc * rc;
     }
 #pragma omp simd
+    for (int w = 0; w < W; ++w) r[w] = std::sqrt(r2[w]);  // vector sqrt: -fno-math-errno
+#pragma omp simd
     for (int w = 0; w < W; ++w) {
-        const bool in = r[w] < rc;
-        const F sw = (in ? r[w] : rc) / rc;  // finite in every lane
+        const F in = F(r[w] < rc);
+        const F sw = (r[w] < rc ? r[w] : rc) / rc;  // finite in every lane
         F sn, cs;  // sin(π (s - 1/2)) = -cos(π s), cos(π (s - 1/2)) = sin(π s)
-        sin_cos_pi(sw - F(0.5), sn, cs);
-        fc[w] = in ? F(0.5) * (F(1) - sn) : F(0);
-        dfc[w] = in ? F(-0.5) * pi / rc * cs : F(0);
+        sin_cos_pi(coef, sw - F(0.5), sn, cs);
+        fc[w] = in * F(0.5) * (F(1) - sn);
+        dfc[w] = in * F(-0.5) * pi / rc * cs;
         x[w] = F(2) * (sw - F(1)) * (sw - F(1)) - F(1);
         dx[w] = F(4) * (sw - F(1)) / rc;
         t0[w] = 1;

@@ -34,7 +34,8 @@ class FusedUnavailable(RuntimeError):
 
 
 def _flags() -> list[str]:
-    flags = ["-O3", "-fopenmp-simd", "-shared", "-fPIC", "-std=c++17"]
+    # -fno-math-errno: sqrt need not set errno, so it vectorises across slots
+    flags = ["-O3", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC", "-std=c++17"]
     if platform.machine() in ("x86_64", "AMD64"):
         try:
             cpu = Path("/proc/cpuinfo").read_text()
