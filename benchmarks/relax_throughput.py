@@ -29,7 +29,7 @@ process, one thread) counting every finished structure and counting only the con
     MALLOC_TOP_PAD_=1000000000 .venv/bin/python benchmarks/relax_throughput.py \
         [--n-label 200] [--train-steps 300] [--n-relax 64] [--n-ase 8] [--only MgCaH|BePNO] \
         [--labels-dir DIR] [--skins 0,0.5] [--teacher-campaign DIR --train-max-force 100]
-        [--ase-skins 0,0.5] [--min-distance-fraction 0.5]
+        [--ase-skins 0,0.5] [--min-distance-fraction 0.5] [--close-contact-patience 2]
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ def run_system(name: str, args: argparse.Namespace) -> None:
     model = labels_and_model(name, system, args, rng)
     structures = random_structures(system, args.n_relax, np.random.default_rng(args.seed + 1))
     cfg = RelaxConfig(max_steps=args.max_steps, atoms_budget=args.atoms_budget,
-                      min_distance_fraction=args.min_distance_fraction)
+                      min_distance_fraction=args.min_distance_fraction,
+                      close_contact_patience=args.close_contact_patience)
     pressure = system["pressure"]
 
     def batched(subset: list[Atoms], path: str, skin: float, paper: float | None) -> None:
@@ -268,6 +269,7 @@ def run_system(name: str, args: argparse.Namespace) -> None:
         rec = summary(name, path, [r.steps for r in res], [r.converged for r in res], cpu,
                       wall, paper)
         rec["skin"] = skin
+        rec["close_contact_patience"] = cfg.close_contact_patience
         rec["statuses"] = {s: sum(r.status == s for r in res)
                            for s in ("converged", "max_steps", "unphysical")}
         rec["mean_atoms"] = round(float(np.mean([len(a) for a in subset])), 1)
@@ -329,6 +331,11 @@ def main() -> None:
     p.add_argument("--min-distance-fraction", type=float, default=0.5,
                    help="unphysical below this x the covalent-radius sum, both paths (the "
                    "relaxer's default 0.5)")
+    p.add_argument("--close-contact-patience", type=int, default=2,
+                   help="batched path: consecutive distance checks (every 5 steps) that must "
+                   "find close atoms to stop a running structure (1 = at the first; the "
+                   "relaxer's default 2); a structure ending with close atoms is unphysical "
+                   "on both paths whatever this is")
     p.add_argument("--skins", type=lambda t: [float(x) for x in t.split(",")], default=[0.5],
                    help="neighbour-list skins (Å) to run the batched relaxer with, e.g. 0,0.5")
     p.add_argument("--ase-skins", type=lambda t: [float(x) for x in t.split(",")],

@@ -24,6 +24,7 @@ from alcsp.potential import ASEPotential
 from alcsp.relax import Code, RelaxConfig, bfgs_init, relax_structures
 from alcsp.relax.bfgs import geometry
 from alcsp.relax.cell import expm_frechet_adjoint, generalized_forces
+from alcsp.relax.checks import min_distance_ratio
 from alcsp.structures import PotentialOutput, StructureBatch
 from alcsp.units import GPA
 from relax_pair import TorchMorse
@@ -276,10 +277,51 @@ def test_non_finite_potential_is_unphysical_and_others_unaffected():
 def test_close_atoms_are_unphysical():
     atoms = bulk("Cu", "fcc", cubic=True)
     atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
-    res = relax_structures([atoms], ASEPotential(EMT))[0]
+    res = relax_structures([atoms], ASEPotential(EMT), 0.0,
+                           RelaxConfig(close_contact_patience=1))[0]
     assert res.status == "unphysical"
     assert "covalent radii" in res.reason and "0.300 Å" in res.reason
     assert res.steps == 0
+    # default patience 2: EMT throws the pair apart, but not past 0.5 x (2 x 1.32 Å) within
+    # one check interval, so the second check stops it
+    res = relax_structures([atoms], ASEPotential(EMT))[0]
+    assert res.status == "unphysical" and "covalent radii" in res.reason
+    assert res.steps == 5
+
+
+def test_a_brief_close_approach_that_the_potential_undoes_is_not_unphysical():
+    # 1.0 Å is 0.38 x the Cu-Cu covalent sum; EMT's repulsion separates the pair within five
+    # steps and the relaxation goes on to a physical minimum (checked with ASE's own EMT)
+    atoms = bulk("Cu", "fcc", cubic=True)
+    atoms.positions[1] = atoms.positions[0] + [1.0, 0.0, 0.0]
+    at_once = relax_structures([atoms], ASEPotential(EMT), 0.0,
+                               RelaxConfig(close_contact_patience=1))[0]
+    assert at_once.status == "unphysical" and at_once.steps == 0
+    res = relax_structures([atoms], ASEPotential(EMT))[0]
+    assert res.status == "converged", res.reason
+    ratio = min_distance_ratio(res.atoms.positions, res.atoms.cell.array, res.atoms.numbers,
+                               1.0)[0]
+    assert ratio > 0.5
+    final = res.atoms.copy()
+    final.calc = EMT()
+    assert np.abs(final.get_forces()).max() <= 1e-3
+    assert np.abs(final.get_stress()).max() <= 0.01 * GPA
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_a_persistent_close_contact_stops_after_patience_checks(patience):
+    # a Morse pair with r0 = 1 Å (0.38 x the covalent sum) pulls two Cu atoms together: the
+    # contact appears by the first check after the start and stays
+    atoms = Atoms("Cu2", positions=[[0, 0, 0], [1.4, 0.1, 0]], cell=[6, 6, 6], pbc=True)
+    cfg = RelaxConfig(close_contact_patience=patience, fixed_cell=True)
+    res = relax_structures([atoms], TorchMorse(), 0.0, cfg)[0]
+    assert res.status == "unphysical" and "covalent radii" in res.reason
+    assert res.steps == 5 * patience
+    # a structure that ends (here at the step cap) with a close pair is unphysical whatever
+    # the patience
+    cfg = RelaxConfig(close_contact_patience=1000, fixed_cell=True, max_steps=30)
+    res = relax_structures([atoms], TorchMorse(), 0.0, cfg)[0]
+    assert res.status == "unphysical" and "covalent radii" in res.reason and res.steps == 30
 
 
 @pytest.mark.parametrize(
@@ -365,6 +407,7 @@ def test_result_atoms_carry_calculator_and_info():
         ({"max_steps": 0}, "max_steps"),
         ({"atoms_budget": 2.5}, "atoms_budget"),
         ({"min_distance_fraction": 1.5}, "min_distance_fraction"),
+        ({"close_contact_patience": 0}, "close_contact_patience"),
         ({"max_step": 3.0}, "max_step"),
         ({"min_volume_per_atom": 10.0, "max_volume_per_atom": 5.0}, "max_volume_per_atom"),
         ({"energy_floor": float("nan")}, "energy_floor"),

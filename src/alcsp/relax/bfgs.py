@@ -100,6 +100,7 @@ def bfgs_init(
         g_prev=torch.zeros_like(x),
         h_prev=x.new_zeros(s),
         has_prev=torch.zeros(s, dtype=torch.bool, device=dev),
+        close_strikes=torch.zeros(s, dtype=torch.long, device=dev),
         fixed_cell=config.fixed_cell,
         alpha=config.alpha,
     )

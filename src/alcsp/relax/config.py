@@ -71,9 +71,17 @@ class RelaxConfig:
     runs (alone). ``sort_by_size`` feeds structures largest first so that batches hold
     similar sizes and padding stays small (results keep the input order regardless).
 
-    Unphysical outcomes (the structure stops at once, keeping its last geometry):
+    Unphysical outcomes (the structure stops, keeping its last geometry):
       atoms closer than ``min_distance_fraction`` x (sum of covalent radii), checked with a
-      neighbour list every ``distance_check_interval`` steps and at the end; volume per atom
+      neighbour list every ``distance_check_interval`` steps and at the end. A running
+      structure stops when ``close_contact_patience`` consecutive checks find a close pair
+      (default 2: the contact lasted at least ``distance_check_interval`` steps); one that
+      ends (converged or step cap) with a close pair is unphysical at once. Patience 1 stops
+      at the first contact. Why not 1 by default: a quasi-Newton step of up to ``max_step``
+      can carry a pair through a brief close approach that a physical repulsion undoes in
+      the next steps (at 300 GPa, random Mg–Ca–H starts dip to 0.45-0.5 and then converge
+      physically; docs/benchmarks.md), while a potential with a hole keeps the pair there or
+      collapses further, and is caught one interval later. Volume per atom
       outside [``min_volume_per_atom``, ``max_volume_per_atom``] Å³; energy per atom below
       ``energy_floor`` eV (None = no floor: set it a few eV below the lowest label energy per
       atom of the oracle you train on, since absolute energies depend on the code); a lattice
@@ -97,6 +105,7 @@ class RelaxConfig:
     sort_by_size: bool = True
     min_distance_fraction: float = 0.5
     distance_check_interval: int = 5
+    close_contact_patience: int = 2
     min_volume_per_atom: float = 0.5
     max_volume_per_atom: float = 150.0
     energy_floor: float | None = None
@@ -123,7 +132,8 @@ class RelaxConfig:
         positive("max_volume_per_atom", "use e.g. 150 Å³/atom.")
         positive("min_cell_length", "use e.g. 0.7 Å.")
         positive("max_cell_length", "use e.g. 100 Å.")
-        for name in ("max_steps", "atoms_budget", "distance_check_interval"):
+        for name in ("max_steps", "atoms_budget", "distance_check_interval",
+                     "close_contact_patience"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"RelaxConfig.{name} must be an integer >= 1, got {v!r}.")

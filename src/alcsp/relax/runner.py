@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ def relax_iter(
         # --- one batched step ------------------------------------------------------------
         state, rep = bfgs_step(state, potential, config)
         code = rep.code.clone()  # [S]
-        close = _distance_checks(state, rep, code, config)
+        state, close = _distance_checks(state, rep, code, config)
         finished = code != 0  # [S]
         if not bool(finished.any()):
             continue
@@ -168,32 +168,41 @@ def relax_structures(
 
 def _distance_checks(
     state: BFGSState, rep: StepOutput, code: torch.Tensor, config: RelaxConfig
-) -> dict[int, tuple[float, int, int, float]]:
+) -> tuple[BFGSState, dict[int, tuple[float, int, int, float]]]:
     """Flag close atoms (in place on ``code``) for structures due a check or finishing.
 
     A structure is checked when its step count is a multiple of ``distance_check_interval``
-    and whenever it finishes (unless its numbers are non-finite). Returns {slot: details}.
+    and whenever it finishes (unless its numbers are non-finite). A finishing structure with
+    a close pair is unphysical; a running one when ``close_contact_patience`` consecutive
+    checks found one. Returns the state with updated strike counts and {slot: details} of
+    the structures flagged.
     """
     if config.min_distance_fraction <= 0:
-        return {}
+        return state, {}
     due = ((rep.steps % config.distance_check_interval) == 0) | (code != 0)
     due &= code != Code.NON_FINITE
     slots = due.nonzero().squeeze(1).tolist()
     if not slots:
-        return {}
+        return state, {}
     pos = rep.positions.cpu().numpy()
     cell = rep.cell.cpu().numpy()
     num = state.numbers.cpu().numpy()
     ptr = state.ptr.cpu().numpy()
+    strikes = state.close_strikes.clone()  # [S]
     found = {}
     for s in slots:  # vesin works one structure at a time (see alcsp.relax.checks)
         a, b = ptr[s], ptr[s + 1]
         hit = min_distance_ratio(pos[a:b], cell[s], num[a:b], config.min_distance_fraction)
+        if not math.isfinite(hit[0]):
+            strikes[s] = 0
+            continue
+        strikes[s] += 1
         # an earlier unphysical finding (volume, cell, energy) keeps precedence
-        if math.isfinite(hit[0]) and int(code[s]) in (0, Code.CONVERGED, Code.MAX_STEPS):
+        finishing = int(code[s]) in (Code.CONVERGED, Code.MAX_STEPS)
+        if finishing or (int(code[s]) == 0 and int(strikes[s]) >= config.close_contact_patience):
             found[s] = hit
             code[s] = Code.CLOSE_ATOMS
-    return found
+    return replace(state, close_strikes=strikes), found
 
 
 def _results(

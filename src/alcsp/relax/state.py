@@ -47,6 +47,7 @@ class BFGSState:
     g_prev: torch.Tensor  # [S, R, 3] enthalpy gradient at the previous evaluation
     h_prev: torch.Tensor  # [S] eV, enthalpy at the previous evaluation
     has_prev: torch.Tensor  # [S] bool, whether a previous evaluation exists
+    close_strikes: torch.Tensor  # [S] long, consecutive distance checks that found close atoms
     fixed_cell: bool
     alpha: float  # eV/Å², the initial Hessian is alpha * I
 
@@ -120,6 +121,7 @@ def select(state: BFGSState, keep: torch.Tensor) -> BFGSState:
         g_prev=state.g_prev[idx],
         h_prev=state.h_prev[idx],
         has_prev=state.has_prev[idx],
+        close_strikes=state.close_strikes[idx],
         fixed_cell=state.fixed_cell,
         alpha=state.alpha,
     )
@@ -152,6 +154,7 @@ def concat(a: BFGSState, b: BFGSState) -> BFGSState:
         g_prev=torch.cat([a.g_prev, b.g_prev]),
         h_prev=torch.cat([a.h_prev, b.h_prev]),
         has_prev=torch.cat([a.has_prev, b.has_prev]),
+        close_strikes=torch.cat([a.close_strikes, b.close_strikes]),
         fixed_cell=a.fixed_cell,
         alpha=a.alpha,
     )
