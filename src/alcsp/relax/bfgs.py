@@ -7,8 +7,8 @@ all at once (no Python loop over structures):
   1. convergence and unphysical checks at the evaluated geometry -> status code [S];
   2. the inverse-Hessian BFGS update from (s, y) = (x - x_prev, g - g_prev), skipped when the
      curvature s.y is not positive (which keeps every inverse Hessian positive definite),
-     and replaced by a reset to I/alpha when the enthalpy rose by more than
-     ``energy_rise_reset`` eV/atom since the last step;
+     and, only if ``energy_rise_reset`` is set, replaced by a reset to I/alpha when the
+     enthalpy rose by more than that (eV/atom) since the last step (off by default);
   3. the quasi-Newton step p = -Hinv g, scaled as a whole so that its largest row (an atom's
      displacement or a cell row) is at most ``max_step`` (ASE's BFGS rule).
 Structures that finished (status != 0) do not move; the caller removes them.
@@ -185,7 +185,10 @@ def bfgs_step(
     # --- inverse-Hessian update --------------------------------------------------------
     sv = (state.x - state.x_prev).reshape(s, d)  # [S, D]
     yv = (grad - state.g_prev).reshape(s, d)  # [S, D]
-    rose = state.has_prev & (rise > config.energy_rise_reset)  # [S]
+    if config.energy_rise_reset is None:
+        rose = torch.zeros_like(state.has_prev)  # [S]
+    else:
+        rose = state.has_prev & (rise > config.energy_rise_reset)  # [S]
     sy = (sv * yv).sum(dim=1)  # [S]
     curv_ok = sy > 1e-12 * sv.norm(dim=1) * yv.norm(dim=1)
     upd = running & state.has_prev & ~rose & curv_ok  # [S]
