@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alcsp.potential import ACNN, ACNNConfig, graph_for
-from alcsp.potential import fused
+from alcsp.potential import ACNN, ACNNConfig, fused, graph_for
 from alcsp.structures import StructureBatch
 from model_speed import CASES, random_cell
 
