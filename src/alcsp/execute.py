@@ -125,10 +125,21 @@ class ProcessExecutor:
             )
         return self._pool
 
-    def _drop_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def _drop_pool(self, broken: bool = False) -> None:
+        if self._pool is None:
+            return
+        if broken:
+            # A broken pool's manager thread SIGTERMs the surviving workers and joins them;
+            # a worker that was still starting up (forkserver) can outlive that, and then
+            # shutdown(wait=True) waits forever (seen once in CI, test_execute's dying
+            # workers: manager thread in join, worker blocked reading its start-up pipe).
+            # SIGKILL whatever is left first; the executor keeps its workers in the private
+            # ``_processes`` dict, the only handle concurrent.futures gives on them.
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
+                if proc.is_alive():
+                    proc.kill()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
     def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
         todo = list(range(len(items)))[::-1]  # stack of indices not yet sent
@@ -151,7 +162,7 @@ class ProcessExecutor:
                             todo.append(k)
                             break
                 if not running:
-                    self._drop_pool()  # broken at submission: start a fresh pool
+                    self._drop_pool(broken=True)  # broken at submission: start a fresh pool
                     continue
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 broken: BaseException | None = None
@@ -179,7 +190,7 @@ class ProcessExecutor:
                     # the worker is unknown: rerun each alone, so no innocent job is lost.
                     suspects.extend(running.values())
                     running.clear()
-                    self._drop_pool()
+                    self._drop_pool(broken=True)
         finally:
             if running:  # the caller stopped early: do not leave work behind
                 self._drop_pool()
