@@ -388,3 +388,49 @@ def test_children_and_label_counts(store):
     assert store.label_counts(1) == (1, 1)
     assert store.label_counts(1, oracle="gpaw") == (0, 0)
     assert store.label_counts(2) == (0, 0)
+
+
+def test_labels_keep_free_and_zero_smearing_energies_apart(tmp_path, store):
+    """Training reads the force-consistent F, every hull the zero-smearing E0; both survive
+    the store, the export and the import (ASE's free_energy / energy)."""
+    from alcsp.potential.io import labels_of
+
+    (sid,) = store.add_structures(cells(np.random.default_rng(0), 1), "initial", 0)
+    f = np.zeros((4, 3))
+    store.add_labels([(sid, Label(-10.0, f, np.zeros((3, 3)), "gpaw", 1.0,
+                                  energy_zero=-9.96))], iteration=0)
+    (lab,) = store.get_labels([sid], "gpaw").values()
+    assert lab.energy == -10.0 and lab.hull_energy == -9.96
+    (a,) = store.training_set("gpaw")
+    assert a.get_potential_energy() == -9.96
+    assert a.get_potential_energy(force_consistent=True) == -10.0
+    assert labels_of(a).energy == -10.0  # what training uses
+    path = tmp_path / "out.extxyz"
+    store.export_extxyz(path, oracle="gpaw")
+    (b,) = read(path, index=":")
+    assert b.get_potential_energy() == pytest.approx(-9.96)
+    assert b.get_potential_energy(force_consistent=True) == pytest.approx(-10.0)
+    other = CampaignStore.create(tmp_path / "other")
+    (i,) = other.import_extxyz(path, oracle="gpaw")
+    (back,) = other.get_labels([i], "gpaw").values()
+    assert (back.energy, back.hull_energy) == pytest.approx((-10.0, -9.96))
+    other.close()
+
+
+def test_schema_1_store_is_upgraded_in_place(tmp_path):
+    """A campaign written before labels had a zero-smearing energy opens and reads it as
+    equal to the stored (free) energy."""
+    s = CampaignStore.create(tmp_path / "old")
+    (sid,) = s.add_structures(cells(np.random.default_rng(1), 1), "initial", 0)
+    s.add_labels([(sid, Label(-3.0, np.zeros((4, 3)), np.zeros((3, 3)), "emt", 0.0))], 0)
+    s.conn.execute("ALTER TABLE labels DROP COLUMN energy_zero")
+    s.conn.execute("DROP TABLE oracle_relaxations")
+    s.set_meta("schema_version", "1")
+    s.close()
+    with pytest.raises(StoreError, match="older alcsp"):
+        CampaignStore.open(tmp_path / "old", readonly=True)
+    s = CampaignStore.open(tmp_path / "old")
+    (lab,) = s.get_labels([sid], "emt").values()
+    assert lab.hull_energy == -3.0 and s.meta("schema_version") == "2"
+    assert s.count("oracle_relaxations") == 0
+    s.close()

@@ -117,6 +117,8 @@ def labelled_hull(
         return None
     p = pressure_gpa * GPA
     keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
+    # E0, the zero-smearing energy (``get_potential_energy()`` of a stored label; training
+    # uses the force-consistent free energy instead).
     h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
     built = hull_of(keys, h, elements)
     return None if built is None else LabelledHull(built[0], data, built[1])

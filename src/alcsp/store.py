@@ -42,9 +42,16 @@ from ase.data import chemical_symbols
 from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult
 
 DB_NAME = "campaign.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: labels.energy_zero
 #: Where a structure came from.
-ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed")
+#: "reference": given to ``alcsp hull --reference`` style imports, never trained on;
+#: "reference_phase": a known phase of the campaign's ``[references]``, labelled and
+#: relaxed by the oracle before iteration 1 (iteration 0) and, as a start for the ACNN
+#: search, copied into each iteration n (iteration n); trained on like any label.
+ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed",
+           "reference_phase")
+#: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
+ORACLE_RELAX_STAGES = ("references", "final")
 RELAX_STATUSES = ("converged", "max_steps", "unphysical")
 _CHUNK = 900  # ids per "IN (...)" query, under SQLite's parameter limit
 
@@ -96,9 +103,10 @@ CREATE TABLE IF NOT EXISTS labels (
     structure_id INTEGER NOT NULL REFERENCES structures(id),
     oracle TEXT NOT NULL,
     ok INTEGER NOT NULL,                   -- 1 label, 0 recorded failure
-    energy REAL,                           -- eV
+    energy REAL,                           -- eV, force-consistent free energy F
     forces BLOB,                           -- float64 [n, 3] eV/Å
     stress BLOB,                           -- float64 [3, 3] eV/Å³, ASE sign (may be NULL)
+    energy_zero REAL,                      -- eV, zero-smearing E0 (NULL = same as energy)
     failure_kind TEXT,
     failure_reason TEXT,
     wall_time REAL,                        -- s
@@ -108,6 +116,19 @@ CREATE TABLE IF NOT EXISTS labels (
     UNIQUE (structure_id, oracle)
 );
 CREATE INDEX IF NOT EXISTS labels_oracle_ok ON labels(oracle, ok);
+CREATE TABLE IF NOT EXISTS oracle_relaxations (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER NOT NULL REFERENCES structures(id),  -- the structure relaxed
+    structure_id INTEGER REFERENCES structures(id),        -- its final geometry (NULL: failed)
+    stage TEXT NOT NULL,                   -- references | final
+    round INTEGER NOT NULL,                -- the final stage's round (0 for references)
+    status TEXT NOT NULL,                  -- converged | max_steps | time_limit | failed
+    steps INTEGER NOT NULL,
+    calls INTEGER NOT NULL,                -- oracle evaluations spent, all attempts
+    wall_time REAL NOT NULL,
+    reason TEXT,
+    UNIQUE (parent_id, stage)
+);
 CREATE TABLE IF NOT EXISTS models (
     id INTEGER PRIMARY KEY,
     iteration INTEGER NOT NULL,
@@ -145,6 +166,21 @@ class RelaxationRecord:
     reason: str = ""
     initial_id: int | None = None
     fingerprint: np.ndarray | None = None  # [d]
+
+
+@dataclass(frozen=True)
+class OracleRelaxationRecord:
+    """One oracle relaxation (``CampaignStore.add_oracle_relaxation``)."""
+
+    parent_id: int
+    structure_id: int | None  # final geometry; None when the relaxation failed
+    stage: str
+    round: int
+    status: str  # converged | max_steps | time_limit | failed
+    steps: int
+    calls: int
+    wall_time: float
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -223,7 +259,9 @@ class CampaignStore:
         cls, directory: str | os.PathLike, config_text: str = "", version: str = ""
     ) -> CampaignStore:
         """Create a new campaign in ``directory`` (made if absent; must hold no campaign)."""
-        d = Path(directory)
+        # Absolute, so that every path derived from it (oracle job folders handed to a
+        # process started elsewhere) means the same place wherever it is used.
+        d = Path(directory).absolute()
         if (d / DB_NAME).exists():
             raise StoreError(
                 f"{d} already holds a campaign ({DB_NAME}); open it with CampaignStore.open "
@@ -245,7 +283,7 @@ class CampaignStore:
     @classmethod
     def open(cls, directory: str | os.PathLike, readonly: bool = False) -> CampaignStore:
         """Open an existing campaign; ``readonly`` for monitors running beside the campaign."""
-        d = Path(directory)
+        d = Path(directory).absolute()
         path = d / DB_NAME
         if not path.exists():
             raise FileNotFoundError(
@@ -254,6 +292,19 @@ class CampaignStore:
             )
         store = cls(d, cls._connect(path, readonly=readonly), readonly=readonly)
         found = store.meta("schema_version")
+        if found == "1" and not readonly:
+            with store._tx() as c:  # version 1 had no zero-smearing energy: NULL = same
+                c.execute("ALTER TABLE labels ADD COLUMN energy_zero REAL")
+                for stmt in _SCHEMA.split(";"):  # new tables (IF NOT EXISTS)
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                          (SCHEMA_VERSION,))
+            found = SCHEMA_VERSION
+        if found == "1":
+            store.close()
+            raise StoreError(f"{path} was written by an older alcsp (schema 1); open it once "
+                             "with `alcsp run DIR` (or writable) to upgrade it")
         if found != SCHEMA_VERSION:
             store.close()
             raise StoreError(f"{path} has schema version {found!r}; this alcsp reads "
@@ -447,9 +498,67 @@ class CampaignStore:
 
     def count(self, table: str) -> int:
         if table not in ("compositions", "structures", "relaxations", "labels", "models",
-                         "iterations"):
+                         "iterations", "oracle_relaxations"):
             raise ValueError(f"unknown table {table!r}")
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    # -- oracle relaxations -----------------------------------------------------------
+
+    def add_oracle_relaxation(
+        self, parent_id: int, stage: str, round_: int, status: str, steps: int, calls: int,
+        wall_time: float, reason: str = "", relaxed: Atoms | None = None,
+        label: Label | None = None,
+    ) -> int | None:
+        """Record one oracle relaxation of ``parent_id``: its final geometry (a new
+        structure of origin ``oracle_relaxed``), the label there and the cost, in one
+        transaction. Returns the new structure's id (None for a failed relaxation)."""
+        if stage not in ORACLE_RELAX_STAGES:
+            raise ValueError(f"stage {stage!r} is not one of {ORACLE_RELAX_STAGES}")
+        with self._tx() as c:
+            sid = None
+            if relaxed is not None:
+                rows = self._structure_rows([relaxed], "oracle_relaxed", -1, [parent_id])
+                (sid,) = self._insert_structures(c, rows)
+                if label is not None:
+                    self._insert_labels(c, self._label_rows([(sid, label)], -1))
+            c.execute(
+                "INSERT INTO oracle_relaxations(parent_id, structure_id, stage, round, status, "
+                "steps, calls, wall_time, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(parent_id, stage) DO NOTHING",
+                (int(parent_id), sid, stage, int(round_), status, int(steps), int(calls),
+                 float(wall_time), reason),
+            )
+        return sid
+
+    def oracle_relaxations(self, stage: str | None = None) -> list[OracleRelaxationRecord]:
+        q = ("SELECT parent_id, structure_id, stage, round, status, steps, calls, wall_time, "
+             "reason FROM oracle_relaxations")
+        args: tuple = ()
+        if stage is not None:
+            q += " WHERE stage = ?"
+            args = (stage,)
+        return [OracleRelaxationRecord(*r) for r in self.conn.execute(q + " ORDER BY id", args)]
+
+    def oracle_calls(self) -> dict[str, int]:
+        """Oracle evaluations spent per stage: ``initial`` (iteration 0's single points),
+        ``iteration <n>``, and each oracle-relaxation stage (its steps, the label at the
+        end included). Labels a relaxation wrote are counted by the relaxation only."""
+        out: dict[str, int] = {}
+        q = ("SELECT iteration, COUNT(*) FROM labels WHERE iteration >= 0 "
+             "GROUP BY iteration ORDER BY iteration")
+        for it, n in self.conn.execute(q):
+            out["initial" if it == 0 else f"iteration {it}"] = int(n)
+        q = "SELECT stage, SUM(calls) FROM oracle_relaxations GROUP BY stage"
+        for stage, n in self.conn.execute(q):
+            out[stage] = int(n or 0)
+        # Single points of relaxed geometries a kill left without a label (iteration -1,
+        # not written by a relaxation).
+        q = ("SELECT COUNT(*) FROM labels l WHERE l.iteration < 0 AND NOT EXISTS (SELECT 1 "
+             "FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)")
+        extra = int(self.conn.execute(q).fetchone()[0])
+        if extra:
+            out["final"] = out.get("final", 0) + extra
+        return out
 
     # -- relaxations ------------------------------------------------------------------
 
@@ -619,9 +728,11 @@ class CampaignStore:
                 sb = None if np.isnan(stress).all() else stress.tobytes()
                 rows.append((int(sid), r.oracle, 1, float(r.energy),
                              np.ascontiguousarray(r.forces, dtype=np.float64).tobytes(), sb,
+                             None if r.energy_zero is None else float(r.energy_zero),
                              None, None, r.wall_time, r.attempts, iteration, now))
             elif isinstance(r, LabelFailure):
-                rows.append((int(sid), r.oracle, 0, None, None, None, FailureKind(r.kind).value,
+                rows.append((int(sid), r.oracle, 0, None, None, None, None,
+                             FailureKind(r.kind).value,
                              r.reason, r.wall_time, r.attempts, iteration, now))
             else:
                 raise TypeError(f"expected Label or LabelFailure, got {type(r).__name__}")
@@ -630,11 +741,12 @@ class CampaignStore:
     @staticmethod
     def _insert_labels(c: sqlite3.Connection, rows: list[tuple]) -> None:
         c.executemany(
-            "INSERT INTO labels(structure_id, oracle, ok, energy, forces, stress, "
+            "INSERT INTO labels(structure_id, oracle, ok, energy, forces, stress, energy_zero, "
             "failure_kind, failure_reason, wall_time, attempts, iteration, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(structure_id, oracle) DO UPDATE SET ok = excluded.ok, "
             "energy = excluded.energy, forces = excluded.forces, stress = excluded.stress, "
+            "energy_zero = excluded.energy_zero, "
             "failure_kind = excluded.failure_kind, failure_reason = excluded.failure_reason, "
             "wall_time = excluded.wall_time, attempts = excluded.attempts, "
             "iteration = excluded.iteration, created = excluded.created "
@@ -656,17 +768,18 @@ class CampaignStore:
         for s in range(0, len(ids), _CHUNK):
             chunk = ids[s : s + _CHUNK]
             q = ("SELECT l.structure_id, s.n_atoms, l.ok, l.energy, l.forces, l.stress, "
-                 "l.failure_kind, l.failure_reason, l.wall_time, l.attempts FROM labels l "
+                 "l.failure_kind, l.failure_reason, l.wall_time, l.attempts, l.energy_zero "
+                 "FROM labels l "
                  "JOIN structures s ON s.id = l.structure_id WHERE l.oracle = ? AND "
                  f"l.structure_id IN ({','.join('?' * len(chunk))})")
-            for sid, n, ok, e, fb, sb, kind, reason, wt, att in self.conn.execute(
+            for sid, n, ok, e, fb, sb, kind, reason, wt, att, e0 in self.conn.execute(
                 q, [oracle, *chunk]
             ):
                 if ok:
                     stress = (np.full((3, 3), np.nan) if sb is None
                               else np.frombuffer(sb, dtype=np.float64).reshape(3, 3))
                     out[sid] = Label(e, np.frombuffer(fb, dtype=np.float64).reshape(n, 3),
-                                     stress, oracle, wt or 0.0, att or 1)
+                                     stress, oracle, wt or 0.0, att or 1, energy_zero=e0)
                 else:
                     out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0,
                                             att or 1)
@@ -685,10 +798,14 @@ class CampaignStore:
         self, oracle: str | None = None, max_iteration: int | None = None
     ) -> list[Atoms]:
         """Successfully labelled structures as ``Atoms`` with a ``SinglePointCalculator``
-        (energy eV, forces eV/Å, stress eV/Å³ when known). Failures and reference phases
-        are never included. ``atoms.info``: structure_id, oracle, iteration, origin."""
+        in ASE's vocabulary: ``free_energy`` the force-consistent F (what training uses,
+        ``get_potential_energy(force_consistent=True)``), ``energy`` the zero-smearing E0
+        (what hulls use, ``get_potential_energy()``), forces eV/Å, stress eV/Å³ when known.
+        Failures and reference phases are never included. ``atoms.info``: structure_id,
+        oracle, iteration, origin."""
         q = ("SELECT s.id, s.n_atoms, s.numbers, s.positions, s.cell, s.origin, l.oracle, "
-             "l.iteration, l.energy, l.forces, l.stress FROM labels l JOIN structures s "
+             "l.iteration, l.energy, l.forces, l.stress, l.energy_zero FROM labels l "
+             "JOIN structures s "
              "ON s.id = l.structure_id WHERE l.ok = 1 AND s.origin != 'reference'")
         args: list[Any] = []
         if oracle is not None:
@@ -698,14 +815,15 @@ class CampaignStore:
             q += " AND l.iteration <= ?"
             args.append(max_iteration)
         out = []
-        for sid, n, nb, pb, cb, origin, orc, it, e, fb, sb in self.conn.execute(
+        for sid, n, nb, pb, cb, origin, orc, it, e, fb, sb, e0 in self.conn.execute(
             q + " ORDER BY l.id", args
         ):
             a = Atoms(numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
                       positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
                       cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3), pbc=True)
             results: dict[str, Any] = {
-                "energy": e, "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy()}
+                "energy": e if e0 is None else e0, "free_energy": e,
+                "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy()}
             if sb is not None:
                 results["stress"] = np.frombuffer(sb, dtype=np.float64).reshape(3, 3).copy()
             a.calc = SinglePointCalculator(a, **results)
@@ -829,8 +947,10 @@ class CampaignStore:
 
                 s = np.asarray(stress, dtype=float)
                 stress3 = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
-            labels.append(Label(float(res["energy"]), np.asarray(res["forces"], dtype=float),
-                                stress3, oracle, 0.0))
+            # ASE's vocabulary: free_energy is F (force-consistent), energy is E0.
+            free = float(res.get("free_energy", res["energy"]))
+            labels.append(Label(free, np.asarray(res["forces"], dtype=float), stress3, oracle,
+                                0.0, energy_zero=float(res["energy"])))
         rows = self._structure_rows(frames, "import", iteration, None)
         with self._tx() as c:  # structures and labels together, or nothing
             ids = self._insert_structures(c, rows)
@@ -856,8 +976,9 @@ class CampaignStore:
                 for a in frames:
                     lab = labels.get(a.info["structure_id"])
                     if isinstance(lab, Label):
-                        a.calc = SinglePointCalculator(a, energy=lab.energy, forces=lab.forces,
-                                                       stress=lab.stress)
+                        a.calc = SinglePointCalculator(
+                            a, energy=lab.hull_energy, free_energy=lab.energy,
+                            forces=lab.forces, stress=lab.stress)
         write(path, frames, format="extxyz")
         return len(frames)
 

@@ -109,25 +109,50 @@ class CalculatorSpec:
             return FailureKind.SCF_NOT_CONVERGED
         return FailureKind.CRASH
 
+    def prepare(self, atoms: Atoms) -> Atoms:
+        """The structure as the code should see it (the same crystal, e.g. in a better-
+        conditioned cell basis); identity by default. Used by single points and by the
+        oracle relaxation alike."""
+        return atoms
+
     def env(self, params: Any) -> dict[str, str]:
         """Extra environment variables for an isolated job (e.g. VASP_PP_PATH)."""
         return {}
 
-    def compute(
-        self, atoms: Atoms, params: Any, job: JobInfo
-    ) -> tuple[float, np.ndarray, np.ndarray]:
-        """(energy eV, forces [n, 3] eV/Å, stress [3, 3] eV/Å³) of one structure."""
+    def compute(self, atoms: Atoms, params: Any, job: JobInfo) -> Computed:
+        """Energies, forces and stress of one structure."""
         self.preflight(params)
         a = atoms.copy()
         a.calc = self.make_calculator(a, params, job)
-        e = a.get_potential_energy()
+        a.get_potential_energy()
         forces = np.array(a.get_forces(), dtype=float)
         stress = np.array(a.get_stress(voigt=False), dtype=float)
         self.check_converged(a.calc, job)
-        # Forces and stress are derivatives of the free energy when the code smears
-        # occupations; train on the energy they belong to.
-        energy = float(a.calc.results.get("free_energy", e))
-        return energy, forces, stress
+        free, zero = energies_of(a.calc)
+        return Computed(free, zero, forces, stress)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What one calculation gives: the force-consistent free energy F (eV), the
+    zero-smearing energy E0 (eV), forces [n, 3] eV/Å and stress [3, 3] eV/Å³."""
+
+    energy: float
+    energy_zero: float
+    forces: np.ndarray
+    stress: np.ndarray
+
+
+def energies_of(calc: Calculator) -> tuple[float, float]:
+    """(F, E0) from a calculator that has run: ASE's ``free_energy`` (force-consistent) and
+    ``energy`` (extrapolated to zero smearing). A code that reports one of them gives both
+    the same value."""
+    results = calc.results
+    if "energy" not in results and "free_energy" not in results:
+        raise RuntimeError(f"{type(calc).__name__} returned no energy")
+    zero = float(results.get("energy", results.get("free_energy")))
+    free = float(results.get("free_energy", zero))
+    return free, zero
 
 
 def structure_key(atoms: Atoms) -> str:
@@ -169,15 +194,17 @@ def run_attempt(spec: CalculatorSpec, atoms: Atoms, params: Any, job: JobInfo) -
 
     t0 = time.perf_counter()
     try:
-        energy, forces, stress = spec.compute(atoms, params, job)
+        got = spec.compute(atoms, params, job)
         out = atoms.copy()
-        out.calc = SinglePointCalculator(out, energy=energy, forces=forces, stress=stress)
+        out.calc = SinglePointCalculator(out, energy=got.energy_zero, free_energy=got.energy,
+                                         forces=got.forces, stress=got.stress)
         write(job.directory / "output.extxyz", out)
         rec = {
             "ok": True,
-            "energy": energy,
-            "forces": forces.tolist(),
-            "stress": stress.tolist(),
+            "energy": got.energy,
+            "energy_zero": got.energy_zero,
+            "forces": got.forces.tolist(),
+            "stress": got.stress.tolist(),
         }
     except Exception as exc:  # any failure of the code is a recorded outcome
         rec = {
@@ -227,7 +254,9 @@ class ASEOracle:
         self.spec = spec
         self.name = spec.name
         self.params = params
-        self.workdir = Path(workdir)
+        # Absolute: an isolated job runs with its own folder as working directory, where a
+        # path relative to the campaign's would point nowhere.
+        self.workdir = Path(workdir).absolute()
         self.timeout_s = timeout_s
         self.attempt_params = [params] + [dataclasses.replace(params, **o) for o in retries]
         self.retry_on = frozenset(FailureKind(k) for k in retry_on)
@@ -344,6 +373,7 @@ class ASEOracle:
                 oracle=self.name,
                 wall_time=total,
                 attempts=attempt,
+                energy_zero=_optional_float(rec.get("energy_zero")),
             )
             return validate_label(lab, n_atoms)
         return LabelFailure(
@@ -360,7 +390,8 @@ class ASEOracle:
         rec: dict[str, Any] = {"input": digest, "oracle": self.name, "ok": result.ok,
                                "wall_time": result.wall_time, "attempts": result.attempts}
         if isinstance(result, Label):
-            rec |= {"energy": result.energy, "forces": result.forces.tolist(),
+            rec |= {"energy": result.energy, "energy_zero": result.energy_zero,
+                    "forces": result.forces.tolist(),
                     "stress": result.stress.tolist()}
         else:
             rec |= {"kind": result.kind.value, "reason": result.reason}
@@ -379,6 +410,10 @@ class ASEOracle:
         return (f"ASEOracle({self.name}, workdir={str(self.workdir)!r}, "
                 f"timeout_s={self.timeout_s}, attempts={len(self.attempt_params)}, "
                 f"isolate={self.isolate})")
+
+
+def _optional_float(x: Any) -> float | None:
+    return None if x is None else float(x)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -38,20 +38,32 @@ class FailureKind(StrEnum):
 class Label:
     """A successful single-point calculation.
 
-    ``energy`` is the energy consistent with the forces and stress (the free energy when
-    the code uses smearing), which is what a potential is trained on.
+    Two energies, as ASE names them: ``energy`` is the force-consistent free energy
+    F = E - TS (ASE's ``free_energy``), the one the forces and stress are derivatives of and
+    what a potential is trained on; ``energy_zero`` is the energy extrapolated to zero
+    smearing (ASE's ``energy``; GPAW's E0, VASP's "energy sigma->0"), the better estimate
+    of the T = 0 ground-state energy and what every hull uses. For a code without smearing
+    (EMT, ML teachers) both are the same number; ``energy_zero=None`` means that.
+    With 0.1 eV Fermi-Dirac smearing, -TS is ~ -20 meV/atom for a metal and ~0 for an
+    insulator: a hull of F leans towards metals, a hull of E0 does not.
     """
 
-    energy: float  # eV
+    energy: float  # eV, force-consistent free energy F
     forces: np.ndarray  # [n, 3] eV/Å
     stress: np.ndarray  # [3, 3] eV/Å³, ASE sign (positive = tensile)
     oracle: str
     wall_time: float  # s, all attempts together
     attempts: int = 1
+    energy_zero: float | None = None  # eV, zero-smearing energy E0; None = same as energy
 
     @property
     def ok(self) -> bool:
         return True
+
+    @property
+    def hull_energy(self) -> float:
+        """The energy every hull uses: E0 (zero smearing) where the code gives it."""
+        return self.energy if self.energy_zero is None else self.energy_zero
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,8 @@ def validate_label(result: LabelResult, n_atoms: int) -> LabelResult:
     problems = []
     if not math.isfinite(result.energy):
         problems.append(f"energy is {result.energy}")
+    if result.energy_zero is not None and not math.isfinite(result.energy_zero):
+        problems.append(f"zero-smearing energy is {result.energy_zero}")
     if result.forces.shape != (n_atoms, 3):
         problems.append(f"forces have shape {result.forces.shape}, expected ({n_atoms}, 3)")
     elif not np.all(np.isfinite(result.forces)):

@@ -8,6 +8,7 @@ shared state. Successful jobs are computed by the wrapped (real) code.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from alcsp.oracle.ase_oracle import CalculatorSpec, JobInfo, SCFNotConverged
+from alcsp.oracle.ase_oracle import CalculatorSpec, Computed, JobInfo, SCFNotConverged
 
 #: Fault modes and what they do in the job.
 FAULT_MODES = {
@@ -62,9 +63,7 @@ class FaultInjectingSpec(CalculatorSpec):
     def make_calculator(self, atoms: Atoms, params: Any, job: JobInfo) -> Calculator:
         return self.inner.make_calculator(atoms, params, job)
 
-    def compute(
-        self, atoms: Atoms, params: Any, job: JobInfo
-    ) -> tuple[float, np.ndarray, np.ndarray]:
+    def compute(self, atoms: Atoms, params: Any, job: JobInfo) -> Computed:
         mode = self.faults.get(job.key)
         if mode in ("hang", "die") and not job.isolated:
             raise RuntimeError(f"fault {mode!r} needs an isolated oracle (isolate=True)")
@@ -76,7 +75,7 @@ class FaultInjectingSpec(CalculatorSpec):
             time.sleep(self.hang_s)
         if mode == "die":
             os.kill(os.getpid(), signal.SIGKILL)
-        energy, forces, stress = self.inner.compute(atoms, params, job)
+        got = self.inner.compute(atoms, params, job)
         if mode == "nan":
-            energy = float("nan")
-        return energy, forces, stress
+            return dataclasses.replace(got, energy=float("nan"))
+        return got

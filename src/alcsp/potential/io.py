@@ -97,7 +97,9 @@ def labels_of(atoms: Atoms, index: int | None = None) -> Labels:
 
             stress = voigt_6_to_full_3x3_stress(stress)
         stress = stress.reshape(3, 3)
-    energy = float(results["energy"])
+    # The force-consistent free energy where the file has it (forces and stress are its
+    # derivatives); ``energy`` may be extrapolated to zero smearing (ASE's convention).
+    energy = float(results.get("free_energy", results["energy"]))
     if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
         raise ValueError(f"{where} has non-finite energy or forces labels.")
     return Labels(energy=energy, forces=forces, stress=stress)
