@@ -97,6 +97,9 @@ dtype = "float64"
 [oracle]
 name = "emt"
 
+[references]
+prototypes = {{ Cu = ["fcc", "hcp", "bcc"], Au = ["fcc", "hcp", "bcc"] }}
+
 [final]
 structures = 64
 
@@ -638,3 +641,121 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
         assert np.isfinite(got).all() and (got >= -1e-9).all()
     finally:
         camp.close()
+
+
+# ------------------------------------------------------------------ 5. references, stop rule
+
+STOPPING = TINY.replace("max_iterations = 2", "max_iterations = 4").replace(
+    "hull_patience = 2", "hull_patience = 1\nhull_tolerance = 0.5"
+)
+
+
+@pytest.mark.slow
+def test_a_kill_while_the_stop_rule_fires_keeps_the_history(tmp_path):
+    """With a tolerance the stop rule meets after one unchanged iteration, a resume that
+    rewrote iteration 0's stored hull (as every run() did) stopped a campaign early."""
+    cfg = tmp_path / "stop.toml"
+    cfg.write_text(STOPPING)
+
+    def drive(directory, *kill):
+        return subprocess.run([sys.executable, str(DRIVER), str(cfg), str(directory), *kill],
+                              env=_env(), capture_output=True, text=True, timeout=600)
+
+    ref = tmp_path / "ref"
+    assert drive(ref).returncode == 0
+    got = tmp_path / "got"
+    for kill in (["--kill-on", "iteration 1: relaxed 8/"], ["--kill-at-job", "3"], []):
+        proc = drive(got, *kill)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+
+    def history(d):
+        with CampaignStore.open(d, readonly=True) as store:
+            return [(it.index, it.hull) for it in store.iterations()]
+
+    assert len(history(ref)) < 5, "the stop rule never fired: the test tests nothing"
+    assert history(got) == history(ref)
+    assert _labels(got) == _labels(ref)
+    assert _final_hull(got) == _final_hull(ref)
+
+
+REFERENCED = TINY.replace(
+    "[final]", '[references]\nprototypes = { Cu = ["fcc", "hcp", "bcc"], Au = ["fcc"] }\n\n[final]'
+)
+
+
+def test_references_are_labelled_relaxed_and_on_every_hull(tmp_path, one_thread):
+    campaign = Campaign.create(tmp_path / "c", REFERENCED)
+    try:
+        hull = campaign.run()
+        store = campaign.store
+        names = campaign.reference_names()
+        assert sorted(names.values()) == ["bcc Cu", "fcc Au", "fcc Cu", "hcp Cu"]
+        refs = store.oracle_relaxations("references")
+        assert sorted(r.parent_id for r in refs) == sorted(names)
+        assert all(r.status == "converged" and r.calls == r.steps + 1 for r in refs)
+        # relaxed references are labels: in the training set and on the DFT hull
+        train_ids = {a.info["structure_id"] for a in campaign.training_data()}
+        assert {r.structure_id for r in refs} <= train_ids
+        # the Cu terminal is at least as low as relaxed hcp Cu (EMT's Cu ground state)
+        hcp = next(r for r in refs if names[r.parent_id] == "hcp Cu")
+        (lab,) = store.get_labels([hcp.structure_id], "emt").values()
+        lh = campaign._labelled_hull()
+        cu_best = min(float(lh.hull.enthalpy[i]) for i in range(len(lh.kept))
+                      if lh.hull.keys[lh.hull.comp_index[i]] == "Cu")  # fmt: skip
+        assert cu_best <= lab.hull_energy / 2 + 1e-9
+        ref_cu = bulk("Cu", "hcp", a=3.6 / 2**0.5)
+        ref_cu.calc = EMT()
+        BFGS(FrechetCellFilter(ref_cu), logfile=None).run(fmax=1e-4, steps=300)
+        assert lab.hull_energy / 2 == pytest.approx(ref_cu.get_potential_energy() / 2, abs=2e-4)
+        # the references started iteration n's ACNN search too (so they are on that hull)
+        for n in (1, 2):
+            copies = store.structure_ids(origin="reference_phase", iteration=n)
+            assert len(copies) == 4
+            assert set(copies) <= store.relaxed_initial_ids("acnn")
+        # the final stage never spends two relaxations on one element
+        final = store.oracle_relaxations("final")
+        keys = [store.get_atoms([r.parent_id])[0].get_chemical_formula(mode="reduce")
+                for r in final]
+        elements = [k for k in keys if k in ("Cu", "Au")]
+        assert len(elements) == len(set(elements))
+        assert hull is not None and {"Cu", "Au"} <= set(hull.stable)
+    finally:
+        campaign.close()
+
+
+def test_wrong_terminal_warnings_name_both_structures():
+    from alcsp.references import wrong_terminal_warnings
+
+    w = wrong_terminal_warnings({"Cu": ("structure 42, Im-3m", -0.20), "Au": ("s 7", -1.0)},
+                                {"Cu": ("hcp Cu", -0.2487), "Au": ("fcc Au", -1.001)}, 0.005)
+    assert len(w) == 1 and "structure 42, Im-3m" in w[0] and "hcp Cu" in w[0]
+    assert "48.7 meV/atom above" in w[0]
+    w = wrong_terminal_warnings({"Cu": ("s 1", -0.3)}, {"Cu": ("sc Cu", -0.2)}, 0.005)
+    assert "not the ground state" in w[0]
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('files = ["missing.cif"]', "missing.cif does not exist"),
+        ('files = ["junk.cif"]', "cannot read"),
+        ('files = ["nacl.extxyz"]', "outside the campaign's elements"),
+        ('files = ["cu.extxyz", "cu.extxyz"]', "same structure"),
+        ('prototypes = { Cu = ["fcc", "rocksalt"] }', "unknown prototype 'rocksalt'"),
+        ('prototypes = { Ag = ["fcc"] }', "outside the campaign's"),
+        ("colour = 1", "unknown fields"),
+    ],
+)
+def test_bad_references_exit_2_and_write_nothing(tmp_path, capsys, table, message):
+    from ase.io import write
+
+    (tmp_path / "junk.cif").write_text("this is not a crystal\n")
+    write(tmp_path / "nacl.extxyz", bulk("NaCl", "rocksalt", a=5.6))
+    write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.6))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY.replace("[final]", f"[references]\n{table}\n\n[final]"))
+    target = tmp_path / "runs" / "x"
+    assert main(["run", str(cfg), "--dir", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not target.exists()

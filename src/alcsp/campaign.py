@@ -1,11 +1,13 @@
 """The active-learning campaign (paper Fig. 2 and section II.C), one screen per stage.
 
-    iteration 0:  generate N0 random structures ─► label them with the oracle
+    iteration 0:  the [references] phases and N0 random structures ─► label them with the
+                  oracle ─► relax the references with the oracle
     iteration n:  train ACNN (warm start) ─► generate + relax random structures with ACNN until
                   B_max unphysical or the budget ─► deduplicate, hull from ACNN enthalpies ─►
                   select C_max × L_max + unconverged/unphysical ─► label ─► validate model n on
                   those labels (Fig. 3) ─► hull from all oracle labels ─► converged?
-    finally:      relax the M lowest-E_hull structures with the oracle, final hull
+    finally:      relax with the oracle every terminal and the lowest distinct structures of
+                  the near-hull compositions (round robin), final hull
 
 Every stage reads what the store already holds and only adds what is missing, committing
 each unit of work as it finishes, and all randomness is drawn from generators seeded by
@@ -35,9 +37,9 @@ from alcsp.execute import make_executor
 from alcsp.generate import StructureGenerator
 from alcsp.hull import HullResult, build_hull
 from alcsp.label import label_structures
-from alcsp.oracle.base import Label
 from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
+from alcsp.references import Reference, load_references
 from alcsp.relax.runner import relax_structures
 from alcsp.select import Candidate, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
@@ -91,6 +93,26 @@ class LabelledHull:
         return int(self.structures[self.kept[entry]].info["structure_id"])
 
 
+def _load_references(config: CampaignConfig, base_dir: Path) -> list[Reference]:
+    """The config's reference phases, built and read; a clear error before anything is
+    written when a file is missing, unreadable, off the campaign's elements or repeated."""
+    from alcsp.generate import start_volume_per_atom
+
+    if config.references.is_empty:
+        return []
+    return load_references(
+        config.references, config.elements, base_dir,
+        {el: start_volume_per_atom(el, config.generate)[0] for el in config.elements},
+    )  # fmt: skip
+
+
+def _space_group(atoms: Atoms) -> str:
+    import spglib
+
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    return spglib.get_spacegroup(cell, symprec=0.1) or "P1"
+
+
 def hull_of(keys: np.ndarray, enthalpy: np.ndarray, elements: tuple[str, ...]):
     """Hull of the entries whose elements all have a pure entry: (HullResult, kept indices),
     or None when no entry qualifies. Entries of compositions with a missing terminal are
@@ -118,10 +140,55 @@ def labelled_hull(
     p = pressure_gpa * GPA
     keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
     # E0, the zero-smearing energy (``get_potential_energy()`` of a stored label; training
-    # uses the force-consistent free energy instead).
+    # uses the force-consistent free energy instead). ENERGY_DEFINITION says so to users.
     h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
     built = hull_of(keys, h, elements)
     return None if built is None else LabelledHull(built[0], data, built[1])
+
+
+#: What every hull of a campaign is built from, in the words status and reports use.
+ENERGY_DEFINITION = (
+    "enthalpy H = E0 + PV per atom, E0 the oracle's energy extrapolated to zero smearing "
+    "(training uses the force-consistent free energy F)"
+)
+
+
+def reference_names(store: CampaignStore) -> dict[int, str]:
+    """Stored reference phases: structure id -> name (e.g. "fcc Ca")."""
+    raw = store.meta("references")
+    return {int(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
+
+
+def terminal_warnings(store: CampaignStore, config: CampaignConfig) -> list[str]:
+    """Per element: a warning when the search's best terminal and the best reference phase
+    (each after any oracle relaxation) differ by more than the hull tolerance."""
+    from alcsp.references import wrong_terminal_warnings
+
+    names = reference_names(store)
+    if not names:
+        return []
+    lh = labelled_hull(store, config.oracle.name, config.campaign.pressure, config.elements)
+    if lh is None:
+        return []
+    parents = {r.structure_id: r.parent_id for r in store.oracle_relaxations()
+               if r.structure_id is not None}  # fmt: skip
+    found: dict[str, tuple[str, float]] = {}
+    ref: dict[str, tuple[str, float]] = {}
+    for i in range(len(lh.kept)):
+        key = lh.hull.keys[lh.hull.comp_index[i]]
+        if key not in config.elements:
+            continue
+        sid = lh.structure_id(i)
+        root = parents.get(sid, sid)
+        a = lh.structures[lh.kept[i]]
+        h = float(lh.hull.enthalpy[i])
+        if root in names or a.info["origin"] == "reference_phase":
+            target, what = ref, names.get(root, f"reference structure {sid}")
+        else:
+            target, what = found, f"structure {sid}, {_space_group(a)}"
+        if key not in target or h < target[key][1]:
+            target[key] = (what, h)
+    return wrong_terminal_warnings(found, ref, config.campaign.hull_tolerance)
 
 
 class Campaign:
@@ -140,26 +207,59 @@ class Campaign:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, directory: str | Path, config_text: str, say: Say | None = None) -> Campaign:
+    def create(
+        cls, directory: str | Path, config_text: str, say: Say | None = None,
+        base_dir: str | Path = ".",
+    ) -> Campaign:
+        """A new campaign in ``directory``; ``[references]`` files are read relative to
+        ``base_dir`` (the config file's folder) and stored, before anything is written."""
         config = parse_config(config_text)
+        references = _load_references(config, Path(base_dir))
         store = CampaignStore.create(directory, config_text, __version__)
         store.add_compositions(
             [e.key for e in enumerate_compositions(config.compositions)],
             iteration=0,
             source="rules",
         )
-        return cls(store, config, say)
+        campaign = cls(store, config, say)
+        campaign._add_references(references)
+        return campaign
 
     @classmethod
     def open(
-        cls, directory: str | Path, say: Say | None = None, config_text: str | None = None
+        cls, directory: str | Path, say: Say | None = None, config_text: str | None = None,
+        base_dir: str | Path = ".",
     ) -> Campaign:
-        """Open an existing campaign; ``config_text`` replaces its config (e.g. a new budget)."""
+        """Open an existing campaign; ``config_text`` replaces its config (e.g. a new budget,
+        more references: those not yet in the store are added)."""
         store = CampaignStore.open(directory)
+        references = None
         if config_text is not None:
-            parse_config(config_text)  # validate before storing
+            try:
+                references = _load_references(parse_config(config_text), Path(base_dir))
+            except BaseException:
+                store.close()
+                raise
             store.set_meta("config", config_text)
-        return cls(store, parse_config(store.config_text, source=f"{directory} config"), say)
+        campaign = cls(store, parse_config(store.config_text, source=f"{directory} config"), say)
+        if references is not None:
+            campaign._add_references(references)
+        return campaign
+
+    def _add_references(self, references: list[Reference]) -> None:
+        """Store the reference phases not stored yet (by name), as iteration 0 structures."""
+        names = self.reference_names()
+        new = [r for r in references if r.name not in names.values()]
+        if not new:
+            return
+        ids = self.store.add_structures([r.atoms for r in new], origin="reference_phase",
+                                        iteration=0)  # fmt: skip
+        names.update({sid: r.name for sid, r in zip(ids, new, strict=True)})
+        self.store.set_meta("references", json.dumps({str(k): v for k, v in names.items()}))
+        self.say(f"references: {', '.join(r.name for r in new)}")
+
+    def reference_names(self) -> dict[int, str]:
+        return reference_names(self.store)
 
     @property
     def executor(self):
@@ -229,14 +329,65 @@ class Campaign:
             structures = self.random_structures(cfg.initial_structures, iteration=0, stage=0)
             ids = self.store.add_structures(structures, origin="initial", iteration=0)
             self.say(f"iteration 0: {len(ids)} random structures to label")
-        ids = self._within_budget(ids)
+        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
+        ids = self._within_budget(refs + ids)  # references first
         self.label(ids, 0)
+        self.relax_references()
+        if record.finished is not None:
+            return  # a finished stage is never recomputed: its stored hull is history
         ok, failed = self._label_counts(ids)
         hull = self.oracle_hull()
         self.store.update_iteration(
             0, stage="done", hull=hull.to_json() if hull else None,
-            finished=record.finished is None, counts={"labelled": ok, "label_failures": failed},
+            finished=True, counts={"labelled": ok, "label_failures": failed},
         )  # fmt: skip
+
+    def relax_references(self) -> None:
+        """Relax every successfully labelled reference phase with the oracle (once; a kill
+        resumes each from its checkpoint). The relaxed phases are labels like any other:
+        on every hull and in the training set."""
+        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
+        done = {r.parent_id for r in self.store.oracle_relaxations("references")}
+        ok = self.store.labelled_ids(self.oracle.name, include_failures=False)
+        todo = [i for i in refs if i in ok and i not in done]
+        if todo:
+            self._oracle_relax(todo, "references", 0)
+
+    def _oracle_relax(self, ids: list[int], stage: str, round_: int) -> None:
+        """Relax ``ids`` with the oracle within the budget left; store each outcome."""
+        from alcsp.oracle_relax import OracleRelaxFailure, relax_with_oracle
+
+        fin = self.config.final
+        left = self.budget_left()
+        steps = fin.max_steps
+        if left is not None:
+            if left <= 0:
+                self.say(f"{stage}: oracle budget spent; {len(ids)} relaxations not run")
+                return
+            # each step is one oracle call, plus the first evaluation
+            steps = max(1, min(steps, left // len(ids) - 1))
+        names = self.reference_names()
+        self.say(f"{stage}: relaxing {len(ids)} structures with {self.oracle.name} "
+                 f"(at most {steps} steps each)")  # fmt: skip
+        results = relax_with_oracle(
+            self.oracle, self.store.get_atoms(ids), [f"{stage}-s{i}" for i in ids],
+            self.config.campaign.pressure, fin.fmax, steps, self.executor,
+            max_time_s=fin.max_time_s or None,
+        )  # fmt: skip
+        for sid, r in zip(ids, results, strict=True):
+            what = names.get(sid, f"structure {sid}")
+            if isinstance(r, OracleRelaxFailure):
+                self.store.add_oracle_relaxation(sid, stage, round_, "failed", 0, r.calls,
+                                                 r.wall_time, r.reason)  # fmt: skip
+                self.say(f"{stage}: relaxing {what} failed: {r.reason}")
+                continue
+            self.store.add_oracle_relaxation(
+                sid, stage, round_, str(r.status), r.steps, r.calls, r.wall_time,
+                relaxed=r.atoms, label=r.label(self.oracle.name),
+            )  # fmt: skip
+            if str(r.status) != "converged":
+                self.say(f"{stage}: {what} stopped at its {r.status} after {r.steps} steps "
+                         "(stored and marked)")  # fmt: skip
 
     def random_structures(
         self, count: int, iteration: int, stage: int, volumes: dict[str, float] | None = None
@@ -319,6 +470,7 @@ class Campaign:
                 cfg.structures_per_iteration, n, stage=1, volumes=self._volume_hints()
             )
             ids = self.store.add_structures(structures, origin="random", iteration=n)
+        ids = self._reference_starts(n) + ids
         done = self.store.relaxed_initial_ids("acnn")
         b_max = self.config.selection.for_iteration(n).b_max
         potential = ACNNPotential(model, dtype=torch.float64)
@@ -354,6 +506,19 @@ class Campaign:
                 f"iteration {n}: relaxed {start + len(chunk)}/{len(ids)} ({rate:.1f} structures/s)"
             )
         return relaxed
+
+    def _reference_starts(self, n: int) -> list[int]:
+        """The reference phases as starts of iteration n's ACNN search (their oracle-relaxed
+        geometry where there is one), so that they are on the ACNN hull too."""
+        ids = self.store.structure_ids(origin="reference_phase", iteration=n)
+        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
+        if ids or not refs:
+            return ids
+        relaxed = {r.parent_id: r.structure_id for r in self.store.oracle_relaxations("references")
+                   if r.structure_id is not None}  # fmt: skip
+        starts = self.store.get_atoms([relaxed.get(i, i) for i in refs])
+        return self.store.add_structures(starts, origin="reference_phase", iteration=n,
+                                         parent_ids=refs)  # fmt: skip
 
     def select(self, n: int, model=None) -> list[int]:
         """Hull from this iteration's ACNN enthalpies, then the composition-wise selection.
@@ -456,45 +621,29 @@ class Campaign:
         return HullSnapshot(stable, sids, len(lh.structures))
 
     def final_relaxation(self) -> HullSnapshot | None:
-        """Relax the M lowest-E_hull labelled structures with the oracle; the final hull."""
-        from alcsp.oracle_relax import relax_with_oracle
+        """Relax with the oracle every terminal and the lowest distinct near-hull structures
+        (``final_candidates``); store and report the final DFT hull.
 
+        One round per state of the campaign: the picks are stored before any relaxation
+        starts, so a kill resumes the same picks (each from its checkpoint); a campaign
+        extended by more iterations gets a new round over the candidates not relaxed yet.
+        """
         m = self.config.final.structures
-        if m == 0:
-            return self.oracle_hull()
-        done = self.store.structure_ids(origin="oracle_relaxed")
-        if done:
-            # A kill between storing the relaxed structures and their labels: the label a
-            # relaxation would have stored is a single point of its final geometry.
-            missing = sorted(set(done) - self.store.labelled_ids(self.oracle.name))
-            if missing:
-                self.label(missing, -1)
-        else:
-            picks = self._lowest_e_hull_labels(m)
-            if picks:
-                self.say(f"final: relaxing {len(picks)} structures with {self.oracle.name}")
-                final = relax_with_oracle(
-                    self.oracle,
-                    self.store.get_atoms(picks),
-                    self.config.campaign.pressure,
-                    self.config.final.fmax,
-                    self.config.final.max_steps,
-                    self.executor,
-                )
-                ok = [(sid, r) for sid, r in zip(picks, final, strict=True) if r is not None]
-                if len(ok) < len(picks):
-                    self.say(f"final: {len(picks) - len(ok)} oracle relaxations failed (their "
-                             f"logs are under {self.oracle.workdir / 'final-relax'})")
-                new_ids = self.store.add_structures(
-                    [r.atoms for _, r in ok],
-                    origin="oracle_relaxed",
-                    iteration=-1,
-                    parent_ids=[sid for sid, _ in ok],
-                )
-                self.store.add_labels(
-                    [(sid, Label(r.energy, r.forces, r.stress, self.oracle.name, r.wall_time))
-                     for sid, (_, r) in zip(new_ids, ok, strict=True)], iteration=-1,
-                )  # fmt: skip
+        if m > 0:
+            finished = [it.index for it in self.store.iterations() if it.finished is not None]
+            round_ = max(finished, default=0)
+            raw = self.store.meta("final_picks")
+            stored = json.loads(raw) if raw else None
+            if stored is None or stored["round"] != round_:
+                stored = {"round": round_, "terminals": self.final_terminals(), "compounds": None}
+                self.store.set_meta("final_picks", json.dumps(stored))
+            self._final_relax([int(i) for i in stored["terminals"]], round_)
+            # Compounds are chosen on the hull of the relaxed terminals: a terminal far from
+            # its minimum shifts every formation enthalpy and so every E_hull window.
+            if stored["compounds"] is None:
+                stored["compounds"] = self.final_compounds(m)
+                self.store.set_meta("final_picks", json.dumps(stored))
+            self._final_relax([int(i) for i in stored["compounds"]], round_)
         hull = self.oracle_hull()
         if hull is not None:
             self.store.set_meta("final_hull", json.dumps(hull.to_json()))
@@ -504,7 +653,75 @@ class Campaign:
                     f"{k} ({v * 1000:.1f} meV/atom)" for k, v in sorted(hull.stable.items())
                 )
             )
+            for warning in self.terminal_warnings():
+                self.say(f"warning: {warning}")
         return hull
+
+    def _final_relax(self, ids: list[int], round_: int) -> None:
+        done = {r.parent_id for r in self.store.oracle_relaxations("final")}
+        todo = [i for i in ids if i not in done]
+        if todo:
+            self._oracle_relax(todo, "final", round_)
+
+    def final_terminals(self) -> list[int]:
+        """Every element's lowest label, unless it is already an oracle-relaxed structure
+        (a relaxed reference, an earlier round) or was relaxed before."""
+        return self._final_candidates(0)[0]
+
+    def final_compounds(self, m: int) -> list[int]:
+        """Up to ``m`` compounds: per composition within ``[final] e_hull_window`` of the
+        DFT hull, its labels in E_hull order without fingerprint duplicates (of each other
+        or of anything relaxed before), taken round robin over the compositions in order of
+        their best E_hull. Never one relaxed before."""
+        return self._final_candidates(m)[1]
+
+    def _final_candidates(self, m: int) -> tuple[list[int], list[int]]:
+        lh = self._labelled_hull()
+        if lh is None:
+            return [], []
+        hull = lh.hull
+        relaxed_parents = {r.parent_id for r in self.store.oracle_relaxations()}
+        sids = [lh.structure_id(i) for i in range(len(lh.kept))]
+        atoms = [lh.structures[k] for k in lh.kept]
+        origin = [a.info["origin"] for a in atoms]
+        keys = [hull.keys[hull.comp_index[i]] for i in range(len(sids))]
+        elements = set(self.config.elements)
+        order = sorted(range(len(sids)), key=lambda i: (hull.e_hull[i], sids[i]))
+        picks: list[int] = []
+        for el in self.config.elements:
+            own = [i for i in order if keys[i] == el]
+            if own and origin[own[0]] != "oracle_relaxed" and sids[own[0]] not in relaxed_parents:
+                picks.append(sids[own[0]])
+        dedup = Deduplicator(self.config.dedup)
+        h = hull.enthalpy
+
+        def fp_of(i: int):
+            return self._fingerprint(atoms[i])
+
+        for i in order:  # anything relaxed before blocks its duplicates
+            if keys[i] not in elements and (origin[i] == "oracle_relaxed"
+                                            or sids[i] in relaxed_parents):
+                fp = fp_of(i)
+                if fp is not None:
+                    dedup.add(str(sids[i]), keys[i], float(h[i]), fp)
+        queues: dict[str, list[int]] = {}
+        window = self.config.final.e_hull_window
+        for i in order:
+            if (keys[i] in elements or hull.e_hull[i] > window + 1e-12
+                    or origin[i] == "oracle_relaxed" or sids[i] in relaxed_parents):
+                continue
+            fp = fp_of(i)
+            if fp is None or dedup.add(str(sids[i]), keys[i], float(h[i]), fp) is None:
+                queues.setdefault(keys[i], []).append(sids[i])
+        compounds: list[int] = []
+        while len(compounds) < m and any(queues.values()):
+            for key in list(queues):  # dicts keep insertion order: best E_hull first
+                if queues[key] and len(compounds) < m:
+                    compounds.append(queues[key].pop(0))
+        return picks, compounds
+
+    def terminal_warnings(self) -> list[str]:
+        return terminal_warnings(self.store, self.config)
 
     # ------------------------------------------------------------------ helpers
     def converged(self, n: int) -> bool:
@@ -525,8 +742,9 @@ class Campaign:
         return all(s is not None and s.same_as(p, tol) for p, s in pairs)
 
     def budget_left(self) -> int | None:
+        """Oracle calls left: single points and every step of every oracle relaxation."""
         b = self.config.campaign.oracle_budget
-        return None if b == 0 else max(0, b - self.store.count("labels"))
+        return None if b == 0 else max(0, b - sum(self.store.oracle_calls().values()))
 
     def _within_budget(self, ids: list[int]) -> list[int]:
         left = self.budget_left()
@@ -630,14 +848,3 @@ class Campaign:
         for comp, v in zip(comps, vols, strict=True):
             sums.setdefault(composition_key(comp), []).append(float(v))
         return {k: float(np.mean(v)) for k, v in sums.items()}
-
-    def _lowest_e_hull_labels(self, m: int) -> list[int]:
-        """The M labelled structures lowest in E_hull (ties by id), as the paper relaxes its
-        1,000 most stable configurations: several candidates of a near-hull composition, not
-        only its best, since an ML-relaxed label may sit in the basin of a worse minimum."""
-        lh = self._labelled_hull()
-        if lh is None:
-            return []
-        sids = np.array([lh.structure_id(i) for i in range(len(lh.kept))])  # [M]
-        order = np.lexsort((sids, lh.hull.e_hull))[:m]
-        return [int(sids[i]) for i in order]

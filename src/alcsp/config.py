@@ -14,7 +14,9 @@ Tables (every one optional except ``[campaign]``, ``[compositions]`` and ``[orac
                    [compositions] elements)
     [train]        training (alcsp.potential.TrainConfig)
     [oracle]       the labelling code (alcsp.oracle.OracleConfig)
-    [final]        full oracle relaxation of the lowest structures at the end
+    [references]   known phases (built-in element prototypes and structure files), labelled
+                   and relaxed by the oracle before iteration 1 (alcsp.references)
+    [final]        full oracle relaxation of the lowest distinct structures at the end
     [executor]     where oracle jobs run (alcsp.execute.ExecutorConfig)
 
 Errors name the table and field and say what is allowed.
@@ -36,12 +38,13 @@ from alcsp.generate import GenerateConfig
 from alcsp.oracle.factory import OracleConfig, make_oracle
 from alcsp.potential.model import ACNNConfig
 from alcsp.potential.train import TrainConfig
+from alcsp.references import ReferenceConfig
 from alcsp.relax.config import RelaxConfig
 from alcsp.select import SelectionConfig, SelectionSchedule
 
 TABLES = (
     "campaign", "compositions", "generate", "relax", "selection", "dedup", "model", "train",
-    "oracle", "final", "executor",
+    "oracle", "final", "executor", "references",
 )  # fmt: skip
 
 
@@ -89,17 +92,34 @@ class CampaignSettings:
 
 @dataclass(frozen=True)
 class FinalSettings:
-    """The ``[final]`` table: oracle relaxation of the M lowest-E_hull structures."""
+    """The ``[final]`` table: oracle relaxations, of the references before iteration 1 and
+    of the best candidates at the end.
 
-    structures: int = 5  # M (0 = skip)
+    The final stage first relaxes every element's best terminal (unless it is already an
+    oracle-relaxed structure, e.g. a relaxed reference), then up to M structures: the
+    lowest *distinct* (fingerprint-deduplicated) labelled structures of each compound
+    within ``e_hull_window`` of the DFT hull, taken round robin over the compositions so
+    that a few near-hull compositions cannot take every slot. ``max_steps`` and
+    ``max_time_s`` bound each relaxation; one that stops there is stored and marked.
+    """
+
+    structures: int = 5  # M (0 = skip the final stage; references are still relaxed)
     fmax: float = 0.01  # eV/Å
     max_steps: int = 200
+    e_hull_window: float = 0.1  # eV/atom above the DFT hull
+    max_time_s: float = 0.0  # wall seconds per relaxation (0 = no limit)
 
     def __post_init__(self):
         _nonnegative_ints(self, "final", ["structures"])
         _positive_ints(self, "final", ["max_steps"])
-        if not self.fmax > 0:
-            raise ConfigError("[final] fmax must be > 0 eV/Å")
+        if not (isinstance(self.fmax, int | float) and self.fmax > 0):
+            raise ConfigError("[final] fmax must be > 0 eV/Å (a number)")
+        if not (isinstance(self.e_hull_window, int | float) and self.e_hull_window >= 0
+                and math.isfinite(self.e_hull_window)):
+            raise ConfigError("[final] e_hull_window must be a finite number >= 0 eV/atom")
+        if not (isinstance(self.max_time_s, int | float) and self.max_time_s >= 0
+                and math.isfinite(self.max_time_s)):
+            raise ConfigError("[final] max_time_s must be a number of seconds >= 0 (0 = none)")
 
 
 @dataclass(frozen=True)
@@ -117,6 +137,7 @@ class CampaignConfig:
     oracle: OracleConfig
     final: FinalSettings
     executor: ExecutorConfig
+    references: ReferenceConfig = field(default_factory=ReferenceConfig)
     text: str = field(default="", compare=False, repr=False)  # the TOML source
 
     @property
@@ -223,10 +244,20 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     final = _build(FinalSettings, "final", dict(data.get("final", {})))
+    try:
+        references = ReferenceConfig.from_dict(dict(data.get("references", {})))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    outside = sorted(set(references.prototypes) - set(rules.elements))
+    if outside:
+        raise ConfigError(
+            f"[references] prototypes names elements {outside} outside the campaign's "
+            f"{list(rules.elements)}; remove them or add them to [compositions] elements"
+        )
     return CampaignConfig(
         campaign=campaign, compositions=rules, generate=gen, relax=relax,
         selection=_selection(data.get("selection")), dedup=dedup, model=model, train=train,
-        oracle=oracle, final=final, executor=executor, text=text,
+        oracle=oracle, final=final, executor=executor, references=references, text=text,
     )  # fmt: skip
 
 

@@ -154,6 +154,8 @@ def write_report(directory: Path, out: Path | None = None, max_e_hull: float | N
              f"oracle {html.escape(cfg.oracle.name)}; {info['labels']} labels "
              f"(+{info['label_failures']} failed), {info['relaxations']} ACNN relaxations, "
              f"alcsp {html.escape(str(info['version']))}</p>"]  # fmt: skip
+    parts += [f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in info["warnings"]]
+    parts.append(f"<p>Every hull here uses the {html.escape(info['energy'])}.</p>")
     curves = learning_curves(info["iterations"], out / "learning_curves.png")
     parts += ["<h2>Learning curves</h2>", _img(curves)]
     if lh is not None:
@@ -173,6 +175,10 @@ def write_report(directory: Path, out: Path | None = None, max_e_hull: float | N
         ]
         (out / "phases.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
     parts += ["<h2>Oracle cost per iteration</h2>", _table(cost)]
+    parts += ["<h2>Oracle calls per stage</h2>",
+              _table([{"stage": k, "calls": v} for k, v in info["oracle_calls"].items()])]
+    if info["oracle_relaxations"]:
+        parts += ["<h2>Oracle relaxations</h2>", _table(info["oracle_relaxations"])]
     parts += ["<h2>Iterations</h2>", _table([
         {"iteration": it["iteration"], "finished": it["finished"],
          "relaxed": it["counts"].get("relaxations", 0),
@@ -183,7 +189,7 @@ def write_report(directory: Path, out: Path | None = None, max_e_hull: float | N
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "img{max-width:100%}"
+        "img{max-width:100%}.warning{color:#a00;font-weight:bold}"
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>alcsp report</title>"

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None:
             load_config(args.config)  # validate first
             text = args.config.read_text()
-        campaign = Campaign.open(target, say=say, config_text=text)
+        campaign = Campaign.open(target, say=say, config_text=text,
+                                 base_dir=args.config.parent if args.config else ".")
         directory = target
     elif target.is_file():
         config = load_config(target)
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             say(f"{directory} already holds this campaign: continuing it")
         else:
-            campaign = Campaign.create(directory, text, say=say)
+            campaign = Campaign.create(directory, text, say=say, base_dir=target.parent)
     else:
         raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
     say(f"campaign directory: {directory}")

@@ -29,6 +29,11 @@ def summary(directory: Path) -> dict:
         n_ok = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 1").fetchone()[0]
         n_fail = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 0").fetchone()[0]
         final = store.meta("final_hull")
+        relaxations = [
+            {"stage": r.stage, "parent_id": r.parent_id, "structure_id": r.structure_id,
+             "status": r.status, "steps": r.steps, "calls": r.calls, "reason": r.reason}
+            for r in store.oracle_relaxations()
+        ]  # fmt: skip
         return {
             "directory": str(directory),
             "version": store.meta("version"),
@@ -39,7 +44,28 @@ def summary(directory: Path) -> dict:
             "models": len(store.models()),
             "iterations": iterations,
             "final_hull": json.loads(final) if final else None,
+            "oracle_calls": store.oracle_calls(),
+            "oracle_relaxations": relaxations,
+            "energy": _energy_definition(),
+            "warnings": _warnings(store),
         }
+
+
+def _energy_definition() -> str:
+    from alcsp.campaign import ENERGY_DEFINITION
+
+    return ENERGY_DEFINITION
+
+
+def _warnings(store) -> list[str]:
+    from alcsp.campaign import terminal_warnings
+    from alcsp.config import ConfigError, parse_config
+
+    try:
+        config = parse_config(store.config_text, source="the stored config")
+    except ConfigError as exc:
+        return [f"the stored config no longer parses: {exc}"]
+    return terminal_warnings(store, config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +93,17 @@ def run(args: argparse.Namespace) -> int:
             f"(unphysical {c.get('unphysical', 0)}), labelled {c.get('labelled', 0)}"
             f"{err}; stable: {', '.join(it['stable']) or '-'}"
         )
+    calls = s["oracle_calls"]
+    print(f"  oracle calls {sum(calls.values())}: "
+          + ", ".join(f"{k} {v}" for k, v in calls.items()))
+    for stage in ("references", "final"):
+        rows = [r for r in s["oracle_relaxations"] if r["stage"] == stage]
+        if rows:
+            marks = {}
+            for r in rows:
+                marks[r["status"]] = marks.get(r["status"], 0) + 1
+            print(f"  oracle relaxations ({stage}): "
+                  + ", ".join(f"{v} {k}" for k, v in sorted(marks.items())))
     if s["final_hull"]:
         stable = s["final_hull"]["stable"]
         print(
@@ -76,4 +113,7 @@ def run(args: argparse.Namespace) -> int:
                 for k, v in sorted(stable.items(), key=lambda x: x[1])
             )
         )
+    print(f"  hulls use the {s['energy']}")
+    for w in s["warnings"]:
+        print(f"  warning: {w}")
     return 0
