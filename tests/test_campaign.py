@@ -745,10 +745,11 @@ def test_wrong_terminal_warnings_name_both_structures():
         ('files = ["missing.cif"]', "missing.cif does not exist"),
         ('files = ["junk.cif"]', "cannot read"),
         ('files = ["nacl.extxyz"]', "outside the campaign's elements"),
-        ('files = ["cu.extxyz", "cu.extxyz"]', "same structure"),
+        ('files = ["cu.extxyz", "cu.cif"]', "same structure"),
+        ('files = ["cu.extxyz", "cu.extxyz"]', "twice"),
         ('prototypes = { Cu = ["fcc", "rocksalt"] }', "unknown prototype 'rocksalt'"),
         ('prototypes = { Ag = ["fcc"] }', "outside the campaign's"),
-        ("colour = 1", "unknown fields"),
+        ("colour = 1", "unknown field"),
     ],
 )
 def test_bad_references_exit_2_and_write_nothing(tmp_path, capsys, table, message):
@@ -757,6 +758,7 @@ def test_bad_references_exit_2_and_write_nothing(tmp_path, capsys, table, messag
     (tmp_path / "junk.cif").write_text("this is not a crystal\n")
     write(tmp_path / "nacl.extxyz", bulk("NaCl", "rocksalt", a=5.6))
     write(tmp_path / "cu.extxyz", bulk("Cu", "fcc", a=3.6))
+    write(tmp_path / "cu.cif", bulk("Cu", "fcc", a=3.6, cubic=True))  # the same crystal
     cfg = tmp_path / "c.toml"
     cfg.write_text(TINY.replace("[final]", f"[references]\n{table}\n\n[final]"))
     target = tmp_path / "runs" / "x"

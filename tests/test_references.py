@@ -24,6 +24,8 @@ from alcsp.references import (
     wrong_terminal_warnings,
 )
 
+pytestmark = pytest.mark.filterwarnings("ignore:Set OLD_ERROR_HANDLING:DeprecationWarning")
+
 # name -> (space group number, atoms in the primitive cell, nearest-neighbour count)
 EXPECTED = {
     "fcc": (225, 1, 12),
