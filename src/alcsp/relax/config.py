@@ -96,6 +96,10 @@ class RelaxConfig:
       bond in nature, H2's 0.74 Å, and every atom sits one lattice vector from its own image);
       an angle between lattice vectors outside [``min_cell_angle``, 180 - ``min_cell_angle``]
       degrees; a volume ratio to the start outside [1/``max_volume_ratio``, ``max_volume_ratio``].
+
+    Trajectory: ``frame_interval`` k > 0 keeps the geometry of each structure at step 0, at
+    every k-th step and at the end in ``RelaxResult.frames`` (for a committee to find where
+    a relaxation left the training data); 0 (default) keeps none and costs nothing.
     """
 
     fmax: float = 1e-3
@@ -120,6 +124,7 @@ class RelaxConfig:
     max_cell_length: float = 100.0
     min_cell_angle: float = 20.0
     max_volume_ratio: float = 10.0
+    frame_interval: int = 0
 
     def __post_init__(self) -> None:
         def positive(name: str, hint: str) -> None:
@@ -145,6 +150,12 @@ class RelaxConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"RelaxConfig.{name} must be an integer >= 1, got {v!r}.")
+        v = self.frame_interval
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(
+                f"RelaxConfig.frame_interval must be an integer >= 0, got {v!r}; 0 keeps no "
+                "trajectory frames, k keeps the geometry every k steps."
+            )
         if self.max_step > 1.0:
             raise ValueError(
                 f"RelaxConfig.max_step={self.max_step} Å is too large for a quasi-Newton step; "

@@ -6,6 +6,9 @@ the batch the step it converges, reaches the step cap, or turns unphysical, and 
 pending structures take its place, so the batch stays full until the queue runs dry.
 Results come back in input order, every structure with a status; unconverged and
 unphysical ones keep their last geometry (the active-learning loop labels exactly those).
+With ``RelaxConfig.frame_interval`` k > 0 each result also holds trajectory frames: the
+geometry at step 0, every k-th step and the end, copied (only the structures due one, on the
+CPU) as the batch steps.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from alcsp.relax.state import BFGSState, concat, select
 from alcsp.structures import StructureBatch
 from alcsp.units import GPA
 
+#: Frames kept while a structure relaxes: (step, positions [n, 3] Å, cell [3, 3] Å).
+_Frame = tuple[int, np.ndarray, np.ndarray]
+
 #: Keys written into ``RelaxResult.atoms.info``.
 INFO_KEYS = (
     "relax_status", "relax_reason", "relax_steps", "enthalpy_per_atom", "pressure_gpa",
@@ -43,6 +49,10 @@ class RelaxResult:
     energy (eV), forces (eV/Å) and stress (eV/Å³, ASE sign) there, and ``info`` keys
     ``INFO_KEYS``. ``status`` is "converged", "max_steps" or "unphysical"; ``reason`` says why
     (for converged ones: the residual force, stress and enthalpy change).
+
+    ``frames``: with ``RelaxConfig.frame_interval`` k > 0, the geometries (no calculator) at
+    step 0, every k-th step and the last step, each with ``info["relax_step"]``; the last one
+    is the geometry of ``atoms``. Empty when k = 0.
     """
 
     atoms: Atoms
@@ -55,6 +65,7 @@ class RelaxResult:
     steps: int
     fmax: float  # eV/Å, largest force component
     stress_residual: float  # GPa, largest |sigma + P I| component (0 for fixed cell)
+    frames: tuple[Atoms, ...] = ()
 
     @property
     def converged(self) -> bool:
@@ -107,6 +118,8 @@ def relax_iter(
 
     state: BFGSState | None = None
     nxt = 0
+    # input index -> frames so far; None when no frames are kept (no work at all then)
+    frames: dict[int, list[_Frame]] | None = {} if config.frame_interval else None
     while nxt < total or state is not None:
         # --- admit pending structures while the budgets allow ---------------------------
         s_cur = state.n_structures if state is not None else 0
@@ -135,9 +148,11 @@ def relax_iter(
         code = rep.code.clone()  # [S]
         state, close = _distance_checks(state, rep, code, config)
         finished = code != 0  # [S]
+        if frames is not None:
+            _record_frames(frames, state, rep, finished, config.frame_interval)
         if not bool(finished.any()):
             continue
-        yield from _results(state, rep, code, close, finished, p_gpa, atoms_in, config)
+        yield from _results(state, rep, code, close, finished, p_gpa, atoms_in, config, frames)
         keep = ~finished
         state = select(state, keep) if bool(keep.any()) else None
 
@@ -205,6 +220,42 @@ def _distance_checks(
     return replace(state, close_strikes=strikes), found
 
 
+def _record_frames(
+    frames: dict[int, list[_Frame]],
+    state: BFGSState,
+    rep: StepOutput,
+    finished: torch.Tensor,
+    interval: int,
+) -> None:
+    """Keep the evaluated geometry of the structures due a frame (in place on ``frames``).
+
+    Due: a step count that is a multiple of ``interval`` (step 0 included), or finishing now
+    (the final geometry). A structure's step count grows by one per evaluation while it
+    runs, so no step is kept twice. Only the due structures' positions and cells are copied.
+    """
+    due = ((rep.steps % interval) == 0) | finished  # [S]
+    slots = due.nonzero().squeeze(1)  # [S']
+    if slots.numel() == 0:
+        return
+    pos = rep.positions[due[state.batch]].cpu().numpy()  # [N', 3], due structures' atoms
+    cell = rep.cell[slots].cpu().numpy()  # [S', 3, 3]
+    ptr = np.concatenate([[0], np.cumsum(state.n_atoms[slots].cpu().numpy())])  # [S'+1]
+    index = state.index[slots].tolist()
+    steps = rep.steps[slots].tolist()
+    for j, (k, t) in enumerate(zip(index, steps, strict=True)):
+        frames.setdefault(k, []).append((t, pos[ptr[j]:ptr[j + 1]], cell[j]))
+
+
+def _frame_atoms(kept: list[_Frame], numbers: np.ndarray) -> tuple[Atoms, ...]:
+    """The kept frames of one structure as Atoms with ``info["relax_step"]``."""
+    out = []
+    for step, pos, cell in kept:
+        atoms = Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)
+        atoms.info["relax_step"] = step
+        out.append(atoms)
+    return tuple(out)
+
+
 def _results(
     state: BFGSState,
     rep: StepOutput,
@@ -214,6 +265,7 @@ def _results(
     p_gpa: np.ndarray,
     atoms_in: Sequence[Atoms] | None,
     config: RelaxConfig,
+    frames: dict[int, list[_Frame]] | None = None,
 ) -> Iterator[tuple[int, RelaxResult]]:
     """RelaxResult for each finished structure (Python work only for the finished ones)."""
     slots = finished.nonzero().squeeze(1).tolist()
@@ -273,4 +325,5 @@ def _results(
             enthalpy=enthalpy, volume=values["vpa"], pressure=float(p_gpa[k]),
             steps=int(cols["steps"][s]), fmax=values["fmax"],
             stress_residual=values["stress_gpa"],
+            frames=_frame_atoms(frames.pop(k), num[a:b]) if frames is not None else (),
         )

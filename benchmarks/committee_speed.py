@@ -1,0 +1,106 @@
+"""Training an ACNN committee in worker processes against training one model here.
+
+The demo's model and training settings (``examples/demo-cuau-emt.toml`` [model] and
+[train]; ``--steps`` overrides the steps) on ``--labels`` EMT-labelled random Cu–Au cells
+(4 or 8 atoms, strained and rattled, as the tests' fixture). Runs, in this order:
+  1. one model with ``alcsp.potential.train`` in this process (one thread);
+  2. ``train_committee`` with ``--members`` fresh members on ``--workers`` processes.
+Prints one JSON line per run: wall seconds, CPU seconds of this process, and the members'
+own training seconds (``TrainReport.seconds``: the training loop, without process start-up,
+imports and data transfer; the workers are forkserver children, out of reach of
+``RUSAGE_CHILDREN``). Then a committee evaluation of the labels (structures per second).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/committee_speed.py \\
+        [--labels 100] [--members 4] [--workers 2] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+
+from alcsp.committee import Committee, train_committee
+from alcsp.potential import ACNNConfig, TrainConfig, train
+from alcsp.potential.io import labelled
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo-cuau-emt.toml"
+
+
+def cuau_labels(n: int, rng: np.random.Generator) -> list[Atoms]:
+    """Random-occupancy, strained, rattled fcc Cu–Au cells of 4 or 8 atoms, EMT labels."""
+    out = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6 + 0.4 * rng.random(), cubic=True)
+        if rng.random() < 0.5:
+            atoms = atoms.repeat((2, 1, 1))
+        atoms.numbers = rng.choice([29, 79], size=len(atoms))
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.03, (3, 3))),
+                       scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
+        atoms.calc = EMT()
+        out.append(labelled(atoms, atoms.get_potential_energy(), atoms.get_forces(),
+                            atoms.get_stress()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--labels", type=int, default=100)
+    ap.add_argument("--members", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=0, help="0 = the demo's [train] steps")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    demo = tomllib.loads(DEMO.read_text())
+    model_cfg = ACNNConfig(species=("Cu", "Au"), **demo["model"])
+    train_cfg = TrainConfig.from_dict(demo["train"])
+    if args.steps:
+        train_cfg = replace(train_cfg, steps=args.steps)
+    data = cuau_labels(args.labels, np.random.default_rng(0))
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    _, report = train(data, model_cfg, train_cfg)
+    print(json.dumps({
+        "run": "one model, this process", "steps": train_cfg.steps, "labels": len(data),
+        "wall_s": round(time.perf_counter() - w0, 2),
+        "cpu_s": round(time.process_time() - c0, 2),
+        "train_s": round(report.seconds, 2),
+    }), flush=True)
+
+    seeds = list(range(1, args.members + 1))
+    w0, c0 = time.perf_counter(), time.process_time()
+    members = train_committee(data, [model_cfg] * args.members, train_cfg, seeds, args.workers)
+    print(json.dumps({
+        "run": f"committee of {args.members}, {args.workers} workers", "steps": train_cfg.steps,
+        "labels": len(data), "wall_s": round(time.perf_counter() - w0, 2),
+        "cpu_s": round(time.process_time() - c0, 2),
+        "member_train_s": [round(r.seconds, 2) for _, r in members],
+        "member_validation_force_mev_per_a": [
+            round(r.validation.force_mev_per_a, 1) for _, r in members if r.validation
+        ],
+    }), flush=True)
+
+    committee = Committee([m for m, _ in members])
+    w0 = time.perf_counter()
+    ev = committee.evaluate(data)
+    wall = time.perf_counter() - w0
+    print(json.dumps({
+        "run": f"committee of {args.members}, evaluate the labels", "wall_s": round(wall, 3),
+        "structures_per_s": round(len(data) / wall, 1),
+        "median_force_deviation": round(float(np.median(ev.force_deviation)), 4),
+        "median_energy_std_mev": round(1e3 * float(np.median(ev.energy_std)), 2),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""A committee of ACNN models: members trained in parallel, and their disagreement.
+
+Query by committee (DP-GEN's model deviation): several models trained on the same labels
+from different seeds agree where the labels constrain them and drift apart elsewhere, so
+their spread flags structures worth labelling. ``train_committee`` trains the members in
+single-threaded worker processes; ``Committee.evaluate`` runs every member over batches of
+structures (one shared neighbour graph per batch) and reports the members' mean energy and
+enthalpy with the spreads:
+
+    energy_std       [S] eV/atom   standard deviation of E^m / N over members (ddof = 0)
+    force_deviation  [S] eV/Å      max_i sqrt( mean_m |F_i^m - <F_i>|² )   (DP-GEN max_devi_f)
+    stress_std       [S] GPa       max over the 9 components of the std of sigma^m (max_devi_v)
+
+Shape letters: M members, S structures, N atoms (all structures of a batch together).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from alcsp.execute import ProcessExecutor
+from alcsp.potential.forces import ACNNPotential, energy_forces_stress, graph_for
+from alcsp.potential.model import ACNN, ACNNConfig
+from alcsp.potential.train import TrainConfig, TrainReport, train
+from alcsp.structures import StructureBatch
+from alcsp.units import GPA
+
+
+@dataclass(frozen=True)
+class CommitteeConfig:
+    """How many members, how they start and how they are trained.
+
+    ``perturb``: relative weight noise (TrainConfig.perturb) for members warm-started from
+    the previous iteration's member (the paper's warm start); fresh members ignore it.
+    ``steps``: training steps per member (0 = TrainConfig.steps). ``workers``: parallel
+    training processes (0 = min(size, os.cpu_count())).
+    """
+
+    size: int = 4
+    perturb: float = 0.05
+    steps: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        def integer(name: str, low: int, fix: str) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"CommitteeConfig.{name} must be an integer >= {low}, "
+                                 f"got {v!r}; {fix}")
+
+        integer("size", 2, "a committee needs at least 2 members to disagree (4 is typical).")
+        integer("steps", 0, "use 0 for TrainConfig.steps, or the steps per member.")
+        integer("workers", 0, "use 0 for min(size, CPU count), or the number of processes.")
+        p = self.perturb
+        if not isinstance(p, int | float) or isinstance(p, bool) or not np.isfinite(p) or p < 0:
+            raise ValueError(f"CommitteeConfig.perturb must be a number >= 0, got {p!r}; "
+                             "0.05 (5 % relative weight noise) is the paper's warm start.")
+
+    def n_workers(self) -> int:
+        """Training processes to use: ``workers``, or min(size, CPU count) when 0."""
+        return self.workers or min(self.size, os.cpu_count() or 1)
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        """``base`` with this committee's steps (if set) and warm-start perturbation."""
+        return replace(base, steps=self.steps or base.steps, perturb=float(self.perturb))
+
+
+# -- training -----------------------------------------------------------------------------
+
+#: A model as plain picklable data: its hyperparameters and its state dict as numpy arrays
+#: (no torch tensors cross the process boundary, so no shared-memory handles either).
+_Packed = tuple[dict, dict[str, np.ndarray]]
+
+
+def _pack(model: ACNN) -> _Packed:
+    return model.config.to_dict(), {
+        k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()
+    }
+
+
+def _unpack(packed: _Packed) -> ACNN:
+    config, state = packed
+    model = ACNN(ACNNConfig.from_dict(config))
+    model = model.to(dtype=torch.from_numpy(state["energy_shift"]).dtype)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model
+
+
+@dataclass(frozen=True)
+class _MemberJob:
+    """One member's training, as sent to a worker process."""
+
+    member: int
+    data: list[Atoms]
+    start: ACNNConfig | _Packed  # a fresh config (its seed already set) or a packed model
+    train: TrainConfig
+
+
+def _train_member(job: _MemberJob) -> tuple[_Packed, TrainReport]:
+    """Worker-side: train one member, return it packed (module level, so it pickles)."""
+    start = job.start if isinstance(job.start, ACNNConfig) else _unpack(job.start)
+    model, report = train(job.data, start, job.train)
+    return _pack(model), report
+
+
+def train_committee(
+    data: list[Atoms],
+    starts: Sequence[ACNN | ACNNConfig],
+    train: TrainConfig,
+    seeds: Sequence[int],
+    workers: int,
+) -> list[tuple[ACNN, TrainReport]]:
+    """Train one member per entry of ``starts`` on ``data``, in parallel processes.
+
+    Member m trains with ``TrainConfig.seed = seeds[m]`` (minibatch order, validation split,
+    warm-start noise); a fresh start (an ``ACNNConfig``) also takes ``seeds[m]`` as its
+    ``seed``, so fresh members begin from different weights. A warm start (an ``ACNN``, not
+    modified) continues from its weights with ``train.perturb`` noise (see
+    ``CommitteeConfig.train_config``). Each member trains in its own single-threaded worker
+    process (``workers`` of them; 0 = min(members, CPU count)), so the results depend on the
+    seeds only, not on ``workers``. Returns (model, report) per member, in the order of
+    ``starts``; a member whose training fails raises a RuntimeError naming it.
+    """
+    if len(starts) == 0:
+        raise ValueError("train_committee needs at least one start (an ACNN or ACNNConfig).")
+    if len(seeds) != len(starts):
+        raise ValueError(f"train_committee got {len(seeds)} seeds for {len(starts)} starts; "
+                         "give one seed per member.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"train_committee seeds must be distinct (got {list(seeds)}): "
+                         "members with equal seeds and starts would be identical.")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {workers!r}.")
+    if not data:
+        raise ValueError("train_committee got no training structures.")
+    jobs = []
+    for m, (start, seed) in enumerate(zip(starts, seeds, strict=True)):
+        if isinstance(start, ACNNConfig):
+            packed: ACNNConfig | _Packed = replace(start, seed=int(seed))
+        elif isinstance(start, ACNN):
+            packed = _pack(start)
+        else:
+            raise TypeError(f"committee member {m}: start must be an ACNN or ACNNConfig, "
+                            f"got {type(start).__name__}.")
+        jobs.append(_MemberJob(m, list(data), packed, replace(train, seed=int(seed))))
+    n_workers = workers or min(len(jobs), os.cpu_count() or 1)
+    out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
+    with ProcessExecutor(n_workers=min(n_workers, len(jobs)), max_resubmits=0) as pool:
+        for res in pool.map_unordered(_train_member, jobs):
+            if res.error is not None:
+                raise RuntimeError(
+                    f"committee member {res.index} (seed {seeds[res.index]}) failed to "
+                    f"train: {type(res.error).__name__}: {res.error}"
+                ) from res.error
+            assert res.value is not None
+            packed_model, report = res.value
+            out[res.index] = (_unpack(packed_model), report)
+    assert all(r is not None for r in out)
+    return out  # type: ignore[return-value]
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CommitteeEvaluation:
+    """The committee's view of S structures (numpy arrays, in the input order)."""
+
+    energy: np.ndarray  # [S] eV/atom, member mean
+    energy_std: np.ndarray  # [S] eV/atom, std over members (ddof = 0)
+    enthalpy: np.ndarray  # [S] eV/atom, member mean of (E + P V) / N
+    force_deviation: np.ndarray  # [S] eV/Å, max over atoms of the force deviation
+    stress_std: np.ndarray  # [S] GPa, max over components of the stress std
+    member_energy: np.ndarray  # [M, S] eV/atom, each member's energy
+
+
+def _spread(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [M, ...] -> (mean [...], mean squared deviation [...]) over members (axis 0).
+
+    Computed on the deviations from member 0, so identical members give exactly zero
+    spread (and the mean is member 0's value exactly), with no cancellation otherwise.
+    """
+    d = x - x[0]  # [M, ...]
+    shift = d.mean(axis=0)  # [...]
+    return x[0] + shift, ((d - shift) ** 2).mean(axis=0)
+
+
+class Committee:
+    """Members that evaluate structures together (see the module docstring).
+
+    All members must share species and cutoffs (one neighbour graph serves them all).
+    ``dtype``/``device``/``backend`` as in ``ACNNPotential``; ``atoms_budget`` caps the
+    atoms evaluated in one batch.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[ACNN],
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+        backend: str = "auto",
+        atoms_budget: int = 2048,
+    ):
+        if len(models) == 0:
+            raise ValueError("a Committee needs at least one model.")
+        keys = {(m.config.species, m.config.cutoff_radial, m.config.cutoff_angular)
+                for m in models}
+        if len(keys) != 1:
+            raise ValueError("committee members must share species and cutoffs, got "
+                             f"{sorted(keys)}; train them from one ACNNConfig.")
+        if atoms_budget < 1:
+            raise ValueError(f"atoms_budget must be >= 1, got {atoms_budget}.")
+        # ACNNPotential makes private frozen copies in the evaluation dtype and device
+        self.potentials = [
+            ACNNPotential(m, device=device, dtype=dtype, backend=backend, skin=0.0)
+            for m in models
+        ]
+        self.atoms_budget = atoms_budget
+
+    @property
+    def size(self) -> int:
+        return len(self.potentials)
+
+    def _chunks(self, counts: np.ndarray) -> list[range]:
+        """Consecutive structure ranges of at most ``atoms_budget`` atoms (one at least)."""
+        out, start, atoms = [], 0, 0
+        for k, n in enumerate(counts.tolist()):
+            if k > start and atoms + n > self.atoms_budget:
+                out.append(range(start, k))
+                start, atoms = k, 0
+            atoms += n
+        out.append(range(start, len(counts)))
+        return out
+
+    def evaluate(self, structures: Sequence[Atoms], pressure_gpa: float = 0.0
+                 ) -> CommitteeEvaluation:
+        """Mean energy and enthalpy, and the members' spreads, of every structure."""
+        structures = list(structures)
+        if not structures:
+            empty = np.zeros(0)
+            return CommitteeEvaluation(empty, empty, empty, empty, empty,
+                                       np.zeros((self.size, 0)))
+        counts = np.array([len(a) for a in structures])
+        first = self.potentials[0]
+        parts: list[tuple[np.ndarray, ...]] = []
+        for rows in self._chunks(counts):
+            batch = StructureBatch.from_atoms(
+                structures[rows.start:rows.stop], dtype=first.dtype, device=first.device
+            )
+            graph = graph_for(first.model, batch)
+            energy, forces, stress = [], [], []
+            for pot in self.potentials:
+                out = energy_forces_stress(pot.model, batch, graph=graph, backend=pot.backend)
+                energy.append(out.energy.cpu().double().numpy())  # [S]
+                forces.append(out.forces.cpu().double().numpy())  # [N, 3]
+                stress.append(out.stress.cpu().double().numpy())  # [S, 3, 3]
+            parts.append((np.stack(energy), np.stack(forces), np.stack(stress),
+                          batch.volume().cpu().double().numpy(), batch.ptr.cpu().numpy()))
+        e_tot = np.concatenate([p[0] for p in parts], axis=1)  # [M, S] eV
+        volume = np.concatenate([p[3] for p in parts])  # [S] Å³
+        e_pa = e_tot / counts  # [M, S] eV/atom
+        e_mean, e_var = _spread(e_pa)
+        s_mean, s_var = _spread(np.concatenate([p[2] for p in parts], axis=1))  # [S, 3, 3]
+        del s_mean
+        f_dev = []
+        for _, forces, _, _, ptr in parts:
+            _, f_var = _spread(forces)  # [N, 3]
+            per_atom = np.sqrt(f_var.sum(axis=1))  # [N] eV/Å
+            f_dev.append(np.maximum.reduceat(per_atom, ptr[:-1]))  # [S] (no empty structures)
+        return CommitteeEvaluation(
+            energy=e_mean,
+            energy_std=np.sqrt(e_var),
+            enthalpy=e_mean + pressure_gpa * GPA * volume / counts,
+            force_deviation=np.concatenate(f_dev),
+            stress_std=np.sqrt(s_var).reshape(-1, 9).max(axis=1) / GPA,
+            member_energy=e_pa,
+        )
+
+
+def first_crossing(deviation: np.ndarray, threshold: float) -> int | None:
+    """Index of the first frame whose ``deviation`` ([F]) exceeds ``threshold``, or None.
+
+    A non-finite deviation (NaN, inf: a member blew up) counts as exceeding it.
+    """
+    d = np.asarray(deviation, dtype=float)
+    if d.ndim != 1:
+        raise ValueError(f"deviation must be one value per frame (1-D), got shape {d.shape}.")
+    over = np.flatnonzero(~(d <= threshold))
+    return int(over[0]) if len(over) else None
