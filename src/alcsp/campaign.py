@@ -212,18 +212,30 @@ class Campaign:
         base_dir: str | Path = ".",
     ) -> Campaign:
         """A new campaign in ``directory``; ``[references]`` files are read relative to
-        ``base_dir`` (the config file's folder) and stored, before anything is written."""
+        ``base_dir`` (the config file's folder) and stored, before anything is written.
+
+        Atomic (``CampaignStore.create``): the compositions and references are stored in a
+        temporary folder renamed into place at the end, so a kill leaves no campaign or a
+        whole one, and an error (e.g. a config allowing no composition) leaves nothing."""
         config = parse_config(config_text)
         references = _load_references(config, Path(base_dir))
-        store = CampaignStore.create(directory, config_text, __version__)
-        store.add_compositions(
-            [e.key for e in enumerate_compositions(config.compositions)],
-            iteration=0,
-            source="rules",
-        )
-        campaign = cls(store, config, say)
-        campaign._add_references(references)
-        return campaign
+
+        def populate(store: CampaignStore) -> None:
+            store.add_compositions(
+                [e.key for e in enumerate_compositions(config.compositions)],
+                iteration=0,
+                source="rules",
+            )
+            # A campaign on the temporary store only to add the references; its oracle's
+            # folder (in the temporary folder) is never used.
+            cls(store, config, say)._add_references(references)
+
+        store = CampaignStore.create(directory, config_text, __version__, populate=populate)
+        try:
+            return cls(store, config, say)
+        except BaseException:
+            store.close()
+            raise
 
     @classmethod
     def open(
@@ -241,9 +253,14 @@ class Campaign:
                 store.close()
                 raise
             store.set_meta("config", config_text)
-        campaign = cls(store, parse_config(store.config_text, source=f"{directory} config"), say)
-        if references is not None:
-            campaign._add_references(references)
+        try:
+            campaign = cls(store, parse_config(store.config_text, source=f"{directory} config"),
+                           say)
+            if references is not None:
+                campaign._add_references(references)
+        except BaseException:
+            store.close()
+            raise
         return campaign
 
     def _add_references(self, references: list[Reference]) -> None:
@@ -268,9 +285,11 @@ class Campaign:
         return self._executor
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.close()
-        self.store.close()
+        try:
+            if self._executor is not None:
+                self._executor.close()
+        finally:
+            self.store.close()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> HullSnapshot | None:

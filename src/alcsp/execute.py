@@ -9,14 +9,25 @@ must be picklable for the process and Dask executors (module-level functions,
 
 Workers run one thread each (OMP/MKL/OpenBLAS and torch): two BLAS threads per process
 slow down badly when cores are shared (see DESIGN.md, performance facts).
+
+Workers die with their driver (Linux): a process-pool worker gets a parent-death signal
+and watches the driver's PID, so a ``kill -9`` of the driver leaves no worker behind (nor,
+through the job's own parent-death signal, any isolated oracle job: see
+``alcsp.oracle._job``). A Dask ``LocalCluster``'s processes go with the driver by Dask's
+own design (each nanny and worker exits when the pipe from its parent closes).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
 import multiprocessing
 import os
+import select
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -68,6 +79,81 @@ def single_thread_worker_init() -> None:
         torch.set_num_threads(1)
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``); False where that is not available.
+
+    The kernel fires it when the *thread* that created this process exits, not only its
+    process: set it only in a process started by a thread that outlives it (a main
+    thread, or the thread that waits for it).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def exit_with(pid: int, pdeathsig: bool = True) -> None:
+    """Make this process SIGKILL itself as soon as process ``pid`` (its driver) dies.
+
+    A daemon thread waits on the driver's pidfd (or polls its PID where pidfds are
+    missing). A parent-death signal alone is not enough: a forkserver worker's parent is
+    the forkserver, which exits only when every holder of its "alive" pipe has closed it,
+    and each worker holds it (so that it could start processes itself): driver dead,
+    forkserver and workers would wait for each other forever. ``pdeathsig`` adds a
+    parent-death SIGKILL (kernel-side, instant when the parent dies; see
+    ``set_parent_death_signal`` for when that is safe).
+    """
+    if pdeathsig:
+        set_parent_death_signal(signal.SIGKILL)
+    fd: int | None = None
+    try:
+        fd = os.pidfd_open(pid)  # Linux >= 5.3: readable once the process has exited
+    except (AttributeError, OSError):
+        fd = None
+    if not _alive(pid):  # died before the watch began (fork and exec take a while)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="alcsp-exit-with-driver", daemon=True).start()
+
+
+def process_worker_init(driver_pid: int, pdeathsig: bool) -> None:
+    """Initializer of ``ProcessExecutor`` workers: one thread each, and death with the
+    driver (``exit_with``)."""
+    single_thread_worker_init()
+    exit_with(driver_pid, pdeathsig)
+
+
 class InlineExecutor:
     """Runs jobs one after another in this process (debugging, tiny oracles)."""
 
@@ -95,7 +181,8 @@ class ProcessExecutor:
     flight are run again one at a time; a job whose worker dies while it runs alone is
     sent again at most ``max_resubmits`` times, then reported as ``WorkerLost``. Jobs
     must therefore be idempotent (``label_structures`` is).
-    At most ``window`` jobs (default 4 × workers) are in flight at once.
+    At most ``window`` jobs (default 4 × workers) are in flight at once. The workers die
+    with the process that made the pool (``exit_with``), however it dies.
     """
 
     def __init__(
@@ -118,10 +205,16 @@ class ProcessExecutor:
 
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
+            # A forkserver worker's parent is the forkserver (one thread, and it exits when
+            # this process does); a spawned worker's parent is the thread that submits, in
+            # this process: its death signal is safe only if that is the main thread.
+            pdeathsig = (self.start_method == "forkserver"
+                         or threading.current_thread() is threading.main_thread())
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self.n_workers,
                 mp_context=multiprocessing.get_context(self.start_method),
-                initializer=single_thread_worker_init,
+                initializer=process_worker_init,
+                initargs=(os.getpid(), pdeathsig),
             )
         return self._pool
 

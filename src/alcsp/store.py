@@ -22,13 +22,17 @@ stress float64 [3, 3] eV/Å³ (ASE sign). Energies in eV, enthalpies eV/atom, pr
 
 from __future__ import annotations
 
+import errno
 import functools
+import glob
 import json
 import math
 import os
+import secrets
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +157,81 @@ class StoreError(RuntimeError):
     """The campaign directory or database cannot be used as asked."""
 
 
+class CampaignDirError(StoreError, ValueError):
+    """A directory that cannot be created or opened as a campaign, for a reason the user
+    fixes (a ``ValueError`` too: the CLI prints it as one line and exits with status 2)."""
+
+
+#: A campaign is built in the sibling folder ``.NAME.creating-XXXXXXXX`` and renamed into
+#: place when complete (``CampaignStore.create``).
+_CREATING = ".creating-"
+
+
+def _no_campaign_in(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file holds no campaign tables or is no SQLite database
+    (not that it is busy or unreadable)."""
+    return not isinstance(exc, sqlite3.OperationalError) or "no such table" in str(exc)
+
+
+def _is_creating(d: Path) -> bool:
+    return d.name.startswith(".") and _CREATING in d.name
+
+
+def _remove_killed_creates(d: Path) -> None:
+    """Delete the temporary folders that killed creates of ``d`` left behind, never one
+    in progress (its creator holds the lock in it)."""
+    from alcsp.lock import holder, recorded_holder
+
+    for tmp in d.parent.glob(f".{glob.escape(d.name)}{_CREATING}*"):
+        try:
+            if not tmp.is_dir():
+                continue
+            record = recorded_holder(tmp)  # read before the lock is probed: see below
+            if holder(tmp) is not None:
+                continue  # a create in progress
+            # Unlocked. With a record, its creator had locked it and has died (a creator
+            # holds the lock until its folder is renamed away); without, it may have just
+            # made the folder and be about to lock it: remove only an old one.
+            if record is None and time.time() - tmp.stat().st_mtime < 60:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, d: Path) -> None:
+    """Give the complete campaign in ``tmp`` the name ``d``, atomically: by renaming the
+    folder (which replaces ``d`` only when it is an empty directory), or, when ``d`` holds
+    other files, by linking the database into it (which never replaces a file)."""
+    raced = CampaignDirError(
+        f"{d} was just created by another process; continue it with `alcsp run {d}` or "
+        "choose another directory")
+    try:
+        os.rename(tmp, d)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        if (d / DB_NAME).exists():
+            raise raced from None
+        stray = sorted(p.name for p in d.glob(glob.escape(DB_NAME) + "*"))
+        if stray:
+            raise CampaignDirError(
+                f"{d} holds {stray[0]} but no {DB_NAME} (left by a deleted campaign); "
+                f"delete {' and '.join(stray)} and run again") from None
+        try:
+            os.link(tmp / DB_NAME, d / DB_NAME)
+        except FileExistsError:
+            raise raced from None
+    try:  # make the new name durable, as the database's own contents are
+        fd = os.open(d.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 @dataclass(frozen=True)
 class RelaxationRecord:
     """The outcome of relaxing one structure (its final geometry is stored alongside)."""
@@ -256,42 +335,94 @@ class CampaignStore:
 
     @classmethod
     def create(
-        cls, directory: str | os.PathLike, config_text: str = "", version: str = ""
+        cls, directory: str | os.PathLike, config_text: str = "", version: str = "",
+        populate: Callable[[CampaignStore], None] | None = None,
     ) -> CampaignStore:
-        """Create a new campaign in ``directory`` (made if absent; must hold no campaign)."""
+        """Create a new campaign in ``directory`` (made if absent; must hold no campaign)
+        and return it open.
+
+        Atomic: the campaign is built in a temporary sibling folder
+        (``.NAME.creating-XXXXXXXX``), where ``populate(store)`` adds what a new campaign
+        starts with, and moved into place only when complete; so a kill at any moment
+        leaves no campaign or a whole one (and a temporary folder that the next create of
+        ``directory`` deletes). Of two creates of one directory at once, one wins and the
+        other raises ``CampaignDirError``. Nothing in the database names the temporary
+        folder (paths in it are relative to the campaign directory).
+        """
+        from alcsp.lock import DirectoryLock
+
         # Absolute, so that every path derived from it (oracle job folders handed to a
         # process started elsewhere) means the same place wherever it is used.
         d = Path(directory).absolute()
         if (d / DB_NAME).exists():
-            raise StoreError(
+            raise CampaignDirError(
                 f"{d} already holds a campaign ({DB_NAME}); open it with CampaignStore.open "
                 "to resume, or choose a new directory"
             )
-        d.mkdir(parents=True, exist_ok=True)
-        store = cls(d, cls._connect(d / DB_NAME, readonly=False), readonly=False)
-        with store._tx() as c:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
-            c.executemany(
-                "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("schema_version", SCHEMA_VERSION), ("config", config_text),
-                 ("version", version), ("created", repr(time.time()))],
-            )
-        return store
+        if d.exists() and not d.is_dir():
+            raise CampaignDirError(f"{d} is a file, not a directory; choose another "
+                                   "campaign directory")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        _remove_killed_creates(d)
+        tmp = d.with_name(f".{d.name}{_CREATING}{secrets.token_hex(4)}")
+        tmp.mkdir()
+        try:
+            # The lock marks the folder as a create in progress (not to be cleaned up).
+            with DirectoryLock.acquire(tmp):
+                store = cls(tmp, cls._connect(tmp / DB_NAME, readonly=False), readonly=False)
+                try:
+                    with store._tx() as c:
+                        for stmt in _SCHEMA.split(";"):
+                            if stmt.strip():
+                                c.execute(stmt)
+                        c.executemany(
+                            "INSERT INTO meta(key, value) VALUES (?, ?)",
+                            [("schema_version", SCHEMA_VERSION), ("config", config_text),
+                             ("version", version), ("created", repr(time.time()))],
+                        )
+                    if populate is not None:
+                        populate(store)
+                finally:
+                    store.close()  # the last connection: SQLite folds the WAL into the file
+                _move_into_place(tmp, d)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already unless it failed
+        return cls.open(d)
 
     @classmethod
     def open(cls, directory: str | os.PathLike, readonly: bool = False) -> CampaignStore:
         """Open an existing campaign; ``readonly`` for monitors running beside the campaign."""
         d = Path(directory).absolute()
         path = d / DB_NAME
+        if _is_creating(d):
+            raise CampaignDirError(f"{d} is the temporary folder of a campaign creation "
+                                   "that was killed, not a campaign; delete it")
         if not path.exists():
             raise FileNotFoundError(
                 f"no campaign database {path}; create one with CampaignStore.create "
                 "(or `alcsp run CONFIG`)"
             )
-        store = cls(d, cls._connect(path, readonly=readonly), readonly=readonly)
-        found = store.meta("schema_version")
+        unfinished = CampaignDirError(
+            f"{d} is not a finished campaign: {DB_NAME} has no campaign metadata (left by "
+            "a creation that was killed, e.g. under an older alcsp; it holds no results); "
+            f"delete {d} and run `alcsp run CONFIG --dir {d}` again")
+        try:
+            conn = cls._connect(path, readonly=readonly)
+        except sqlite3.DatabaseError as exc:
+            if not _no_campaign_in(exc):
+                raise
+            raise unfinished from None
+        store = cls(d, conn, readonly=readonly)
+        try:
+            found = store.meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            if not _no_campaign_in(exc):
+                store.close()
+                raise
+            found = None
+        if found is None:
+            store.close()
+            raise unfinished
         if found == "1" and not readonly:
             with store._tx() as c:  # version 1 had no zero-smearing energy: NULL = same
                 c.execute("ALTER TABLE labels ADD COLUMN energy_zero REAL")

@@ -1,8 +1,14 @@
-"""``alcsp run CONFIG.toml`` (a new campaign) or ``alcsp run DIR`` (continue one)."""
+"""``alcsp run CONFIG.toml`` (a new campaign) or ``alcsp run DIR`` (continue one).
+
+One run per campaign directory: the run holds ``DIR/run.lock`` (``alcsp.lock``) from
+before it writes anything until its workers are gone; a second run refuses, naming the
+first. A killed run's lock is free at once (the kernel drops it with the process).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
@@ -29,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alcsp.campaign import Campaign
     from alcsp.config import load_config
+    from alcsp.lock import DirectoryLock
     from alcsp.store import DB_NAME
 
     console = Console(stderr=True)
@@ -38,39 +45,49 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", highlight=False)
 
     target: Path = args.target
-    if target.is_dir():
-        if not (target / DB_NAME).exists():
-            raise ValueError(f"{target} is a directory but holds no campaign ({DB_NAME} missing)")
-        text = None
-        if args.config is not None:
-            load_config(args.config)  # validate first
-            text = args.config.read_text()
-        campaign = Campaign.open(target, say=say, config_text=text,
-                                 base_dir=args.config.parent if args.config else ".")
-        directory = target
-    elif target.is_file():
-        config = load_config(target)
-        directory = args.dir or Path("runs") / config.campaign.name
-        text = target.read_text()
-        if (directory / DB_NAME).exists():
-            campaign = Campaign.open(directory, say=say)
-            if campaign.store.config_text != text:
-                campaign.close()
-                raise ValueError(
-                    f"{directory} already holds a campaign with a different config; continue "
-                    f"it with `alcsp run {directory} --config {target}` (to adopt the new "
-                    "config) or choose another --dir"
-                )
-            say(f"{directory} already holds this campaign: continuing it")
+    # Unwound in reverse: the campaign (and its workers) closes before the lock is freed.
+    with contextlib.ExitStack() as held:
+        if target.is_dir():
+            if not (target / DB_NAME).exists():
+                raise ValueError(f"{target} is a directory but holds no campaign "
+                                 f"({DB_NAME} missing)")
+            held.enter_context(DirectoryLock.acquire(target))  # before anything is written
+            text = None
+            if args.config is not None:
+                load_config(args.config)  # validate first
+                text = args.config.read_text()
+            campaign = Campaign.open(target, say=say, config_text=text,
+                                     base_dir=args.config.parent if args.config else ".")
+            held.callback(campaign.close)
+            directory = target
+        elif target.is_file():
+            config = load_config(target)
+            directory = args.dir or Path("runs") / config.campaign.name
+            text = target.read_text()
+            if (directory / DB_NAME).exists():
+                held.enter_context(DirectoryLock.acquire(directory))
+                campaign = Campaign.open(directory, say=say)
+                held.callback(campaign.close)
+                if campaign.store.config_text != text:
+                    raise ValueError(
+                        f"{directory} already holds a campaign with a different config; "
+                        f"continue it with `alcsp run {directory} --config {target}` (to "
+                        "adopt the new config) or choose another --dir"
+                    )
+                say(f"{directory} already holds this campaign: continuing it")
+            else:
+                campaign = Campaign.create(directory, text, say=say, base_dir=target.parent)
+                try:  # another run may have taken the new campaign already: then it runs it
+                    held.enter_context(DirectoryLock.acquire(directory))
+                except BaseException:
+                    campaign.close()
+                    raise
+                held.callback(campaign.close)
         else:
-            campaign = Campaign.create(directory, text, say=say, base_dir=target.parent)
-    else:
-        raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
-    say(f"campaign directory: {directory}")
-    try:
+            raise FileNotFoundError(f"{target} is neither a config file nor a campaign "
+                                    "directory")
+        say(f"campaign directory: {directory}")
         hull = campaign.run()
-    finally:
-        campaign.close()
     if hull is None:
         print("no hull: no successful oracle label covers every element")
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def summary(directory: Path) -> dict:
+    from alcsp.lock import holder
     from alcsp.store import DB_NAME, CampaignStore
 
     if not (directory / DB_NAME).exists():
         raise FileNotFoundError(f"{directory} holds no campaign ({DB_NAME} missing)")
+    run = holder(directory)
     with CampaignStore.open(directory, readonly=True) as store:
         iterations = [
             {"iteration": it.index, "stage": it.stage, "finished": it.finished is not None,
@@ -36,6 +39,7 @@ def summary(directory: Path) -> dict:
         ]  # fmt: skip
         return {
             "directory": str(directory),
+            "running": None if run is None else dataclasses.asdict(run),
             "version": store.meta("version"),
             "structures": store.count("structures"),
             "relaxations": store.count("relaxations"),
@@ -74,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=1))
         return 0
     print(f"campaign {s['directory']} (alcsp {s['version']})")
+    who = s["running"]  # the holder of the campaign's run lock
+    if who is None:
+        print("  not running")
+    else:
+        print(f"  running (pid {who['pid']} on {who['host']})" if who["pid"]
+              else "  running (starting)")
     print(
         f"  structures {s['structures']}, ACNN relaxations {s['relaxations']}, "
         f"oracle labels {s['labels']} (+{s['label_failures']} failed), models {s['models']}"

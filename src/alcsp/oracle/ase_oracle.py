@@ -13,8 +13,9 @@ Layout under the caller's ``workdir``::
 In isolated mode (the default for DFT codes) each attempt runs in a fresh Python process
 (``python -m alcsp.oracle._job DIR``) in its own process group, so a hung calculation, and
 any MPI or Fortran children it started, can be killed at the time limit and a segfault
-cannot take the campaign down. In-process mode skips the ~0.5 s process start for cheap
-oracles (EMT, CHGNet) and has no time limit.
+cannot take the campaign down; the group also dies with the process that started it.
+In-process mode skips the ~0.5 s process start for cheap oracles (EMT, CHGNet) and has no
+time limit.
 
 A finished job is not redone: when ``outcome.json`` exists for the same input, it is read
 back (a campaign killed after a calculation but before its database commit loses nothing).
@@ -43,6 +44,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult, validate_label
+
+JOB_PARENT_ENV = "ALCSP_JOB_PARENT"  # alcsp.oracle._job.PARENT_ENV
 
 
 class SCFNotConverged(RuntimeError):
@@ -323,6 +326,11 @@ class ASEOracle:
         # The child must import what the parent imported the spec from.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env.update(self.spec.env(params))
+        # The job dies with this process, and takes its group (the code's own children)
+        # with it: see alcsp.oracle._job. This thread waits for it, so the parent-death
+        # signal, which follows the thread that started the job, fires only when this
+        # process dies.
+        env[JOB_PARENT_ENV] = str(os.getpid())
         t0 = time.perf_counter()
         with (
             open(job.directory / "stdout.log", "wb") as out,
