@@ -127,6 +127,11 @@ def test_required_tables(table):
         ("hull_tolerance = 0.0", r"\[campaign\] hull_tolerance must be > 0"),
         ("report_ehull = -0.1", r"\[campaign\] report_ehull"),
         ('name = "a/b"', r"\[campaign\] name must be a plain"),
+        ("oracle_per_iteration = -5", r"\[campaign\] oracle_per_iteration must be an integer"),
+        ("failure_share = 1.5", r"\[campaign\] failure_share must be a number in \[0, 1\]"),
+        ("stop_window = -0.01", r"\[campaign\] stop_window must be a number >= 0"),
+        ("stop_window = 0.001", r"\[campaign\] stop_window = 0.001 eV/atom is below "
+                                r"hull_tolerance = 0.005.*set stop_window >= hull_tolerance"),
     ],
 )
 def test_bad_campaign_values(replace, pattern):
@@ -151,6 +156,9 @@ def test_a_negative_pressure_above_minus_one_gpa_is_allowed():
         ("[[selection]]\nc_max = 1\n[[selection]]\nfrom_iteration = 1\n",
          "from_iteration values must be distinct"),
         ("[[selection]]\nc_max = -1\n", r"\[selection\].*c_max must be an integer >= 0"),
+        ('[[selection]]\nrule = "greedy"\n', r"\[selection\] rule must be one of \['paper', 'committee'\]"),
+        ("[[selection]]\nkappa = -0.5\n", r"\[selection\] kappa must be a finite number >= 0"),
+        ("[[selection]]\nforce_deviation = -1.0\n", r"\[selection\] force_deviation must be"),
     ],
 )  # fmt: skip
 def test_bad_selection_schedule(tables, pattern):

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from alcsp.select import (
     Candidate,
     SelectionConfig,
     SelectionSchedule,
+    cap_selection,
     search_should_stop,
     select_for_labelling,
 )
@@ -97,3 +99,48 @@ def test_bad_input():
         select_for_labelling(
             [Candidate("x", "A", 0.0, 0.0, "converged")], SelectionConfig(), labelled=Deduplicator()
         )
+
+
+def test_committee_rule_ranks_by_a_lower_confidence_bound():
+    # B's best is 20 meV/atom above A's but the committee is unsure of b2 by 50 meV/atom:
+    # with kappa = 1 its bound (0.03 - 0.05 = -0.02) puts B first and b2 before b1.
+    data = [replace(c, spread=0.05) if c.id == "b2" else c for c in _data()]
+    paper = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1))
+    assert paper.ids[:1] == ["a1"]
+    lcb = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee"))
+    assert lcb.compositions == ("B",) and lcb.minima[0].id == "b2"
+    # kappa = 0 is the paper's ranking again
+    zero = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee",
+                                                      kappa=0.0))  # fmt: skip
+    assert zero.ids == paper.ids
+
+
+def test_cap_selection_limits_failures_and_takes_minima_round_robin():
+    sel = select_for_labelling(_data(), SelectionConfig(c_max=3, l_max=2))
+    assert [c.id for c in sel.minima] == ["a1", "a2", "b1", "b2", "c1"]
+    capped = cap_selection(sel, 4, failure_share=0.25)
+    assert [c.id for c in capped.failures] == ["m1"]  # 0.25 x 4 = 1 failure
+    # three minima, round robin over A, B, C (each composition's best first)
+    assert sorted(c.id for c in capped.minima) == ["a1", "b1", "c1"]
+    assert len(capped.ids) == 4
+    assert cap_selection(sel, None, 0.5) is sel
+    assert cap_selection(sel, 100, 1.0) is sel
+    none_failing = cap_selection(sel, 3, failure_share=0.0)
+    assert none_failing.failures == () and len(none_failing.minima) == 3
+    # failures stay within their share even when minima leave room
+    few = select_for_labelling(_data(), SelectionConfig(c_max=1, l_max=1))
+    assert [c.id for c in cap_selection(few, 10, 0.1).failures] == ["m1"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rule": "best"}, "rule must be one of"),
+        ({"kappa": -1.0}, "kappa must be a finite number >= 0"),
+        ({"force_deviation": 0.0}, "force_deviation must be > 0"),
+        ({"force_deviation": math.nan}, "force_deviation must be a finite number"),
+    ],
+)
+def test_bad_committee_selection_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SelectionConfig(**kwargs)

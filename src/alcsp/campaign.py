@@ -30,6 +30,7 @@ import torch
 from ase import Atoms
 
 from alcsp import __version__
+from alcsp.committee import Committee, first_crossing, train_committee
 from alcsp.compositions import composition_key, enumerate_compositions
 from alcsp.config import CampaignConfig, parse_config
 from alcsp.dedup import Deduplicator, fingerprint
@@ -39,9 +40,10 @@ from alcsp.hull import HullResult, build_hull
 from alcsp.label import label_structures
 from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
+from alcsp.potential.model import ACNN, ACNNConfig
 from alcsp.references import Reference, load_references
-from alcsp.relax.runner import relax_structures
-from alcsp.select import Candidate, search_should_stop, select_for_labelling
+from alcsp.relax.runner import RelaxResult, relax_structures
+from alcsp.select import Candidate, cap_selection, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
 from alcsp.structures import StructureBatch
 from alcsp.units import GPA
@@ -296,29 +298,38 @@ class Campaign:
         """Run (or continue) the campaign to convergence or budget; return the final hull."""
         cfg = self.config.campaign
         self.initial_data()
+        reason = f"max_iterations = {cfg.max_iterations} reached"
         for n in range(1, cfg.max_iterations + 1):
-            if self.converged(n - 1):
-                self.say(f"hull unchanged for {cfg.hull_patience} iterations: converged")
+            why = self.stop_reason(n - 1)
+            if why is not None:
+                reason = f"converged: {why}"
                 break
             if self.budget_left() == 0:
-                self.say("oracle budget spent")
+                reason = "oracle budget spent"
                 break
             record = self.store.iteration(n) if n in self._iteration_indices() else None
             if record is not None and record.finished is not None:
                 continue
             self.iteration(n)
+        else:
+            why = self.stop_reason(cfg.max_iterations)
+            if why is not None:
+                reason = f"converged: {why}"
+        self.say(f"search stops: {reason}")
+        self.store.set_meta("stop_reason", reason)
         return self.final_relaxation()
 
     def iteration(self, n: int) -> None:
         t0 = time.perf_counter()
         self.store.start_iteration(n, "train")
         model = self.train(n)
+        committee = self.committee(n, model)
         t1 = time.perf_counter()
         self.store.update_iteration(n, stage="search", timings={"train": t1 - t0})
-        n_relaxed = self.search(n, model)
+        n_relaxed = self.search(n, model, committee)
         t2 = time.perf_counter()
         self.store.update_iteration(n, stage="select", timings={"search": t2 - t1})
-        ids = self.select(n, model)
+        ids = self.select(n, model, committee)
         self.store.update_iteration(n, stage="label", counts={"selected": len(ids)})
         self.label(ids, n)
         ok, failed = self._label_counts(ids)
@@ -462,6 +473,48 @@ class Campaign:
             self.say(f"iteration {n}: validation {report.validation}")
         return model
 
+    def committee(self, n: int, model: ACNN) -> Committee | None:
+        """Iteration n's committee when its selection uses one: model n (member 0) and
+        ``[committee] size - 1`` more, trained on the same labels in parallel processes,
+        each warm-started from its own member of iteration n-1 (fresh from its own seed in
+        the first iteration), so the members stay independent across iterations. Members
+        are files ``models/committee/acnn-<n>-m<k>.pt``, written atomically: a resumed
+        campaign reuses every finished one."""
+        if not self.config.selection.for_iteration(n).uses_committee:
+            return None
+        cc = self.config.committee
+        todo = [k for k in range(1, cc.size) if not self._member_path(n, k).is_file()]
+        if todo:
+            data = self.training_data()
+            starts: list[ACNN | ACNNConfig] = []
+            for k in todo:
+                prev = self._member_path(n - 1, k)
+                starts.append(load_model(prev) if prev.is_file() else self.config.model)
+            tcfg = cc.train_config(self.config.train)
+            seeds = [self.config.campaign.seed * 1000 + n + 100_003 * k for k in todo]
+            self.say(f"iteration {n}: training {len(todo)} more committee members on "
+                     f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)")
+            trained = train_committee(data, starts, tcfg, seeds, cc.n_workers())
+            for k, (member, report) in zip(todo, trained, strict=True):
+                save_model(member, self._member_path(n, k),
+                           metadata={"iteration": n, "member": k, **report.to_dict()})
+        members = [model] + [load_model(self._member_path(n, k)) for k in range(1, cc.size)]
+        return Committee(members)
+
+    def _member_path(self, n: int, k: int) -> Path:
+        return self.store.models_dir() / "committee" / f"acnn-{n:03d}-m{k}.pt"
+
+    def _stored_committee(self, n: int) -> Committee | None:
+        """Iteration n's committee from its files; None without one (or not all there)."""
+        if n < 1 or not self.config.selection.for_iteration(n).uses_committee:
+            return None
+        main = [r for r in self.store.models() if r.iteration == n]
+        paths = [self._member_path(n, k) for k in range(1, self.config.committee.size)]
+        if not main or not all(p.is_file() for p in paths):
+            return None
+        return Committee([load_model(self.store.model_path(main[-1]))]
+                         + [load_model(p) for p in paths])  # fmt: skip
+
     def training_data(self) -> list[Atoms]:
         """Every successful label, ordered by structure id (not by completion order, which
         depends on the executor), without those beyond ``train_max_force``."""
@@ -479,9 +532,14 @@ class Campaign:
             return data
         return [a for a in data if float(np.abs(a.get_forces()).max()) <= cap]
 
-    def search(self, n: int, model) -> int:
+    def search(self, n: int, model: ACNN, committee: Committee | None = None) -> int:
         """Relax random structures with ACNN, in fixed chunks, until B_max unphysical ones
-        have appeared or the iteration's budget is spent. Returns structures relaxed now."""
+        have appeared or the iteration's budget is spent. Returns structures relaxed now.
+
+        With a committee, every relaxation keeps trajectory frames (every
+        ``[relax] frame_interval`` steps, 5 when unset) and each one that does not converge
+        gets a ``trust_frame``: its first frame where the committee's force deviation
+        exceeds ``[[selection]] force_deviation``, labelled instead of the collapsed end."""
         cfg = self.config.campaign
         ids = self.store.structure_ids(origin="random", iteration=n)
         if not ids and cfg.structures_per_iteration:
@@ -493,6 +551,9 @@ class Campaign:
         done = self.store.relaxed_initial_ids("acnn")
         b_max = self.config.selection.for_iteration(n).b_max
         potential = ACNNPotential(model, dtype=torch.float64)
+        relax_cfg = self.config.relax
+        if committee is not None and relax_cfg.frame_interval == 0:
+            relax_cfg = replace(relax_cfg, frame_interval=5)
         relaxed = 0
         t0 = time.perf_counter()
         for start in range(0, len(ids), cfg.relax_chunk):
@@ -503,7 +564,9 @@ class Campaign:
             if not chunk:
                 continue
             atoms = self.store.get_atoms(chunk)
-            results = relax_structures(atoms, potential, cfg.pressure, self.config.relax)
+            results = relax_structures(atoms, potential, cfg.pressure, relax_cfg)
+            if committee is not None:  # before add_relaxed: a redone chunk adds none twice
+                self._add_trust_frames(n, chunk, results, committee)
             records = [
                 RelaxationRecord(
                     status=r.status,
@@ -526,6 +589,30 @@ class Campaign:
             )
         return relaxed
 
+    def _add_trust_frames(
+        self, n: int, ids: list[int], results: list[RelaxResult], committee: Committee
+    ) -> None:
+        """Store the first frame past the committee's trust level of each relaxation that
+        did not converge (none when no frame before the end crosses it)."""
+        threshold = self.config.selection.for_iteration(n).force_deviation
+        have = self.store.children("trust_frame")
+        todo = [(sid, r) for sid, r in zip(ids, results, strict=True)
+                if r.status != "converged" and sid not in have and len(r.frames) > 1]  # fmt: skip
+        if not todo:
+            return
+        frames = [f for _, r in todo for f in r.frames]
+        dev = committee.evaluate(frames, self.config.campaign.pressure).force_deviation  # [F]
+        picks, parents, start = [], [], 0
+        for sid, r in todo:
+            k = first_crossing(dev[start : start + len(r.frames)], threshold)
+            start += len(r.frames)
+            if k is not None and k < len(r.frames) - 1:
+                picks.append(r.frames[k].copy())
+                parents.append(sid)
+        if picks:
+            self.store.add_structures(picks, origin="trust_frame", iteration=n,
+                                      parent_ids=parents)  # fmt: skip
+
     def _reference_starts(self, n: int) -> list[int]:
         """The reference phases as starts of iteration n's ACNN search (their oracle-relaxed
         geometry where there is one), so that they are on the ACNN hull too."""
@@ -539,8 +626,12 @@ class Campaign:
         return self.store.add_structures(starts, origin="reference_phase", iteration=n,
                                          parent_ids=refs)  # fmt: skip
 
-    def select(self, n: int, model=None) -> list[int]:
-        """Hull from this iteration's ACNN enthalpies, then the composition-wise selection.
+    def select(
+        self, n: int, model: ACNN | None = None, committee: Committee | None = None
+    ) -> list[int]:
+        """Hull from this iteration's ACNN enthalpies, then the composition-wise selection
+        (with a committee: its energy spreads for the lower confidence bound, and the trust
+        frames of the relaxations that did not converge in their place).
 
         An element with no converged relaxation in this iteration (its random cells all went
         unphysical, say) would leave every composition containing it off the hull; with
@@ -564,15 +655,25 @@ class Campaign:
             e_hull[np.nonzero(conv)[0][idx]] = values
             self.store.set_e_hull(rel["id"][conv][idx].tolist(), values.tolist())
         fps = self.store.fingerprints(rel["id"].tolist())
+        spread = np.zeros(len(keys))  # [S] eV/atom
+        frames: dict[int, int] = {}
+        if committee is not None:
+            placed = np.nonzero(conv & np.isfinite(e_hull))[0]
+            atoms = self.store.get_atoms([int(i) for i in rel["structure_id"][placed]])
+            spread[placed] = committee.evaluate(atoms, self.config.campaign.pressure).energy_std
+            frames = self.store.children("trust_frame")
         candidates = []
         for k in range(len(keys)):
             status = str(rel["status"][k])
             if status == "converged" and not math.isfinite(e_hull[k]):
                 continue  # a composition the ACNN hull could not place (missing terminal)
+            sid = int(rel["structure_id"][k])
+            if status != "converged":
+                sid = frames.get(int(rel["initial_id"][k]), sid)
             candidates.append(Candidate(
-                id=str(rel["structure_id"][k]), composition=str(keys[k]),
+                id=str(sid), composition=str(keys[k]),
                 enthalpy_per_atom=float(rel["enthalpy_per_atom"][k]), e_hull=float(e_hull[k]),
-                status=status, fingerprint=fps.get(int(rel["id"][k])),
+                status=status, fingerprint=fps.get(int(rel["id"][k])), spread=float(spread[k]),
             ))  # fmt: skip
         labelled = self._labelled_before(n)
         known = Deduplicator(self.config.dedup)
@@ -587,17 +688,35 @@ class Campaign:
                     float(all_rel["enthalpy_per_atom"][k]),
                     fp,
                 )
-        selection = select_for_labelling(
+        full = select_for_labelling(
             candidates, self.config.selection.for_iteration(n),
             labelled_ids=[str(i) for i in labelled], labelled=known, dedup=self.config.dedup,
         )  # fmt: skip
+        cap = self.iteration_cap(n)
+        selection = cap_selection(full, cap, self.config.campaign.failure_share)
         ids = self._within_budget([int(i) for i in selection.ids])
+        capped = (f" (cap {cap}: {len(full.minima)} minima, {len(full.failures)} failures "
+                  "before it)" if len(selection.ids) < len(full.ids) else "")  # fmt: skip
         self.say(
             f"iteration {n}: selected {len(selection.minima)} minima from "
             f"{len(selection.compositions)} compositions + {len(selection.failures)} "
-            f"unconverged/unphysical; labelling {len(ids)}"
+            f"unconverged/unphysical{capped}; labelling {len(ids)}"
         )
         return ids
+
+    def iteration_cap(self, n: int) -> int | None:
+        """Oracle single points iteration ``n`` may spend: ``oracle_per_iteration``, and with
+        an ``oracle_budget`` at most a fair share of what was left when the iteration began
+        (left / (iterations left + 1), the final stage counting as one). None: no cap.
+        Computed from the calls before iteration n, so a resumed selection is the same."""
+        cfg = self.config.campaign
+        caps = [cfg.oracle_per_iteration] if cfg.oracle_per_iteration else []
+        if cfg.oracle_budget:
+            calls = self.store.oracle_calls()
+            used = sum(calls.values()) - calls.get(f"iteration {n}", 0)
+            left = max(0, cfg.oracle_budget - used)
+            caps.append(max(1, left // (cfg.max_iterations - n + 2)))
+        return min(caps) if caps else None
 
     def label(self, ids: list[int], n: int):
         def progress(sid, result):
@@ -744,31 +863,57 @@ class Campaign:
 
     # ------------------------------------------------------------------ helpers
     def converged(self, n: int) -> bool:
-        """True when the oracle hull after iterations n-K+1..n equals the one before each.
-        In a campaign with references, a hull of the elements alone never counts as
-        converged (the campaign then runs to max_iterations or its budget)."""
-        k = self.config.campaign.hull_patience
-        if n < k:
-            return False
-        snaps = []
-        for i in range(n - k, n + 1):
-            if i not in self._iteration_indices():
-                return False
-            rec = self.store.iteration(i)
-            if rec.finished is None:
-                return False
-            snaps.append(HullSnapshot.from_json(rec.hull))
-        tol = self.config.campaign.hull_tolerance
-        pairs = zip(snaps, snaps[1:], strict=False)
-        elements_only = all(s is None or set(s.stable) <= set(self.config.elements)
-                            for s in snaps)  # fmt: skip
-        if elements_only and self.reference_names():
-            # With relaxed references as terminals, only the elements on the hull is no sign
-            # of convergence: the compounds, labelled at rough ML geometries, all sit above
-            # it for the first iterations (the demo stopped after 2 of its 5 so, with no
-            # compound found; run to the end it finds L1_2 Cu3Au).
-            return False
-        return all(s is not None and s.same_as(p, tol) for p, s in pairs)
+        return self.stop_reason(n) is not None
+
+    def stop_reason(self, n: int) -> str | None:
+        """Why the search may stop after iteration ``n``, or None to go on.
+
+        Converged means: in each of the last K = ``hull_patience`` iterations no new oracle
+        label landed within ``stop_window`` of the DFT hull (built from every label so far),
+        and, with a committee, its energy spread on every label within that window is below
+        ``hull_tolerance`` (the model agrees with itself where the hull is). An unchanged
+        stable set is not enough: two runs stopped on an unchanged but wrong one. In a
+        campaign with references, a hull of the elements alone never counts as converged
+        (the compounds, labelled at rough ML geometries, all sit above it at first).
+        """
+        cfg = self.config.campaign
+        k = cfg.hull_patience
+        if n < k or n < 1:
+            return None
+        recent = range(n - k + 1, n + 1)
+        for i in recent:
+            if i not in self._iteration_indices() or self.store.iteration(i).finished is None:
+                return None
+        lh = self._labelled_hull()
+        if lh is None:
+            return None
+        stable = set(lh.hull.stable_keys)
+        if stable <= set(self.config.elements) and self.reference_names():
+            return None
+        window = cfg.stop_window_ev
+        near = [j for j in range(len(lh.kept)) if lh.hull.e_hull[j] <= window + 1e-12]
+        landed = sorted({int(lh.structures[lh.kept[j]].info["iteration"]) for j in near}
+                        & set(recent))  # fmt: skip
+        if landed:
+            return None
+        why = (f"no new label within {window * 1000:.1f} meV/atom of the DFT hull in "
+               f"iterations {recent[0]}-{recent[-1]}")  # fmt: skip
+        spread = self._committee_spread(n, [lh.structures[lh.kept[j]] for j in near])
+        if spread is not None:
+            if spread >= cfg.hull_tolerance:
+                return None
+            why += (f", committee spread on the {len(near)} near-hull labels at most "
+                    f"{spread * 1000:.1f} meV/atom")  # fmt: skip
+        return why
+
+    def _committee_spread(self, n: int, structures: list[Atoms]) -> float | None:
+        """Largest committee energy spread (eV/atom) of iteration n's committee over
+        ``structures``; None without a committee."""
+        committee = self._stored_committee(n)
+        if committee is None or not structures:
+            return None
+        ev = committee.evaluate(structures, self.config.campaign.pressure)
+        return float(np.max(ev.energy_std))
 
     def budget_left(self) -> int | None:
         """Oracle calls left: single points and every step of every oracle relaxation."""
@@ -871,9 +1016,18 @@ class Campaign:
         return int((self.store.relaxations(iteration=n, method="acnn")["status"] == status).sum())
 
     def _volume_hints(self) -> dict[str, float]:
-        """Mean volume per atom of the converged relaxations so far, per composition."""
-        comps, vols = self.store.relaxed_volumes_per_atom(method="acnn", status="converged")
-        sums: dict[str, list[float]] = {}
-        for comp, v in zip(comps, vols, strict=True):
-            sums.setdefault(composition_key(comp), []).append(float(v))
-        return {k: float(np.mean(v)) for k, v in sums.items()}
+        """Start volumes per atom per composition, from the oracle, never from model
+        minima (an early model relaxes a phase 10 % too dense, and random cells started
+        there inherit it): the median over the composition's oracle-relaxed structures and
+        its labels whose oracle pressure is within 10 % (at least 2 GPa) of the target."""
+        p = self.config.campaign.pressure
+        tol = max(0.1 * abs(p), 2.0)
+        vols: dict[str, list[float]] = {}
+        for a in self.store.training_set(self.oracle.name):
+            ok = a.info["origin"] == "oracle_relaxed"
+            if not ok and "stress" in a.calc.results:
+                ok = abs(-float(np.trace(a.calc.results["stress"])) / 3 / GPA - p) <= tol
+            if ok:
+                key = composition_key(a.get_chemical_formula())
+                vols.setdefault(key, []).append(a.get_volume() / len(a))
+        return {k: float(np.median(v)) for k, v in vols.items()}

@@ -17,6 +17,8 @@ Tables (every one optional except ``[campaign]``, ``[compositions]`` and ``[orac
     [references]   known phases (built-in element prototypes and structure files), labelled
                    and relaxed by the oracle before iteration 1 (alcsp.references)
     [final]        full oracle relaxation of the lowest distinct structures at the end
+    [committee]    the ACNN committee of ``rule = "committee"`` selections
+                   (alcsp.committee.CommitteeConfig: size, perturb, steps, workers)
     [executor]     where oracle jobs run (alcsp.execute.ExecutorConfig)
 
 Errors name the table and field and say what is allowed.
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alcsp.committee import CommitteeConfig
 from alcsp.compositions import CompositionRules, rules_from_mapping
 from alcsp.dedup import DedupConfig, FingerprintConfig
 from alcsp.execute import ExecutorConfig
@@ -44,7 +47,7 @@ from alcsp.select import SelectionConfig, SelectionSchedule
 
 TABLES = (
     "campaign", "compositions", "generate", "relax", "selection", "dedup", "model", "train",
-    "oracle", "final", "executor", "references",
+    "oracle", "final", "executor", "references", "committee",
 )  # fmt: skip
 
 
@@ -70,6 +73,13 @@ class CampaignSettings:
     train_max_force: float = 50.0  # eV/Å: labels with a larger force component are kept in
     # the store and the hull but not trained on (atoms on top of each other: their energies,
     # up to hundreds of eV/atom, would dominate the loss); 0 = train on everything
+    oracle_per_iteration: int = 0  # cap on one iteration's oracle calls; 0 = a fair share of
+    # the budget left (left / (iterations left + 1), the final stage counting as one), no
+    # cap without an oracle_budget
+    failure_share: float = 0.5  # at most this share of an iteration's cap goes to
+    # unconverged and unphysical structures
+    stop_window: float = 0.0  # eV/atom: the stop rule waits for K iterations in which no new
+    # label lands within this of the DFT hull; 0 = 2 x hull_tolerance
 
     def __post_init__(self):
         _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
@@ -84,10 +94,29 @@ class CampaignSettings:
             )
         if not self.hull_tolerance > 0:
             raise ConfigError("[campaign] hull_tolerance must be > 0 eV/atom")
+        _nonnegative_ints(self, "campaign", ["oracle_per_iteration"])
+        if not (_number(self.failure_share) and 0 <= self.failure_share <= 1):
+            raise ConfigError(
+                f"[campaign] failure_share must be a number in [0, 1], got {self.failure_share!r}"
+            )
+        if not (_number(self.stop_window) and self.stop_window >= 0):
+            raise ConfigError(f"[campaign] stop_window must be a number >= 0 eV/atom (0 = 2 x "
+                              f"hull_tolerance), got {self.stop_window!r}")  # fmt: skip
+        if 0 < self.stop_window < self.hull_tolerance:
+            raise ConfigError(
+                f"[campaign] stop_window = {self.stop_window} eV/atom is below hull_tolerance "
+                f"= {self.hull_tolerance}: a label that close would not change the hull; set "
+                "stop_window >= hull_tolerance (or 0 for 2 x hull_tolerance)"
+            )
         if not self.report_ehull >= 0:
             raise ConfigError("[campaign] report_ehull must be >= 0 eV/atom")
         if not self.name or "/" in self.name:
             raise ConfigError(f"[campaign] name must be a plain non-empty name, got {self.name!r}")
+
+    @property
+    def stop_window_ev(self) -> float:
+        """The stop rule's window above the DFT hull, eV/atom."""
+        return self.stop_window or 2 * self.hull_tolerance
 
 
 @dataclass(frozen=True)
@@ -138,11 +167,16 @@ class CampaignConfig:
     final: FinalSettings
     executor: ExecutorConfig
     references: ReferenceConfig = field(default_factory=ReferenceConfig)
+    committee: CommitteeConfig = field(default_factory=CommitteeConfig)
     text: str = field(default="", compare=False, repr=False)  # the TOML source
 
     @property
     def elements(self) -> tuple[str, ...]:
         return tuple(self.compositions.elements)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _positive_ints(obj, table: str, names: list[str]) -> None:
@@ -254,10 +288,12 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
             f"[references] prototypes names elements {outside} outside the campaign's "
             f"{list(rules.elements)}; remove them or add them to [compositions] elements"
         )
+    committee = _build(CommitteeConfig, "committee", dict(data.get("committee", {})))
     return CampaignConfig(
         campaign=campaign, compositions=rules, generate=gen, relax=relax,
         selection=_selection(data.get("selection")), dedup=dedup, model=model, train=train,
-        oracle=oracle, final=final, executor=executor, references=references, text=text,
+        oracle=oracle, final=final, executor=executor, references=references,
+        committee=committee, text=text,
     )  # fmt: skip
 
 

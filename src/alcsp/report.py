@@ -156,6 +156,11 @@ def write_report(directory: Path, out: Path | None = None, max_e_hull: float | N
              f"alcsp {html.escape(str(info['version']))}</p>"]  # fmt: skip
     parts += [f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in info["warnings"]]
     parts.append(f"<p>Every hull here uses the {html.escape(info['energy'])}.</p>")
+    if info["stop_reason"]:
+        rule = sorted({cfg.selection.for_iteration(it["iteration"]).rule
+                       for it in info["iterations"] if it["iteration"] > 0})  # fmt: skip
+        parts.append(f"<p>Search stopped: {html.escape(info['stop_reason'])}. Selection "
+                     f"rule: {html.escape(', '.join(rule) or '-')}.</p>")  # fmt: skip
     curves = learning_curves(info["iterations"], out / "learning_curves.png")
     parts += ["<h2>Learning curves</h2>", _img(curves)]
     if lh is not None:

@@ -6,33 +6,51 @@
 3. Add every unconverged (``"max_steps"``) and unphysical (``"unphysical"``) structure.
 
 Structures already labelled (by id) or duplicates of labelled ones (a ``Deduplicator`` of the
-labelled set) are never selected. ``b_max`` ends the search phase of an iteration: the search
-stops once the number of unphysical structures exceeds it (``search_should_stop``). The three
-sizes can change between iterations (``SelectionSchedule``).
+labelled set) are never selected.
+
+``rule = "committee"`` changes two things (issue 12; no peer ranks by hull *and* model
+uncertainty together): compositions and the structures within each are ranked by a lower
+confidence bound, E_hull − κ·σ and H − κ·σ, σ the committee's energy spread (eV/atom) at
+the relaxed geometry, so that an uncertain low-lying structure is labelled before a certain
+one a little lower; and the failures are labelled at the first trajectory frame where the
+committee's force deviation crossed ``force_deviation`` (the campaign swaps the candidate's
+id for that frame's), not at the collapsed end geometry. ``rule = "paper"`` is the paper's
+rule, kept for comparison.
+
+``cap_selection`` bounds an iteration's labels (the per-iteration oracle cap), with the
+failures limited to a share of the cap, and takes minima round robin over the compositions.
+
+``b_max`` ends the search phase of an iteration: the search stops once the number of
+unphysical structures exceeds it (``search_should_stop``). The three sizes can change
+between iterations (``SelectionSchedule``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from alcsp.dedup import DedupConfig, Deduplicator
 
 __all__ = [
+    "RULES",
     "STATUSES",
     "Candidate",
     "Selection",
     "SelectionConfig",
     "SelectionSchedule",
+    "cap_selection",
     "search_should_stop",
     "select_for_labelling",
 ]
 
 #: Relaxation outcomes a candidate can have.
 STATUSES = ("converged", "max_steps", "unphysical")
+#: Selection rules: the paper's, and hull plus committee uncertainty.
+RULES = ("paper", "committee")
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,7 @@ class Candidate:
     e_hull: float  # eV/atom (may be NaN for failed relaxations)
     status: str  # one of STATUSES
     fingerprint: np.ndarray | None = field(default=None, compare=False, repr=False)
+    spread: float = 0.0  # eV/atom, committee energy standard deviation (0 = no committee)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -68,12 +87,28 @@ class SelectionConfig:
     b_max: int = 1000  # unphysical structures that end the search phase
     include_unconverged: bool = True  # add every "max_steps" structure
     include_unphysical: bool = True  # add every "unphysical" structure
+    rule: str = "paper"  # one of RULES
+    kappa: float = 1.0  # committee rule: rank by E_hull - kappa * spread
+    force_deviation: float = 1.0  # eV/Å, committee rule: trust level of the force deviation
 
     def __post_init__(self) -> None:
         for name in ("c_max", "l_max", "b_max"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
-                raise ValueError(f"SelectionConfig.{name} must be an integer >= 0, got {v!r}.")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
+        for name in ("kappa", "force_deviation"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                    and v >= 0):  # fmt: skip
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.force_deviation == 0:
+            raise ValueError("force_deviation must be > 0 eV/Å (the trust level; e.g. 1.0)")
+
+    @property
+    def uses_committee(self) -> bool:
+        return self.rule == "committee"
 
 
 @dataclass(frozen=True)
@@ -178,11 +213,16 @@ def select_for_labelling(
     eligible = [c for c in cands if not is_labelled(c)]
     n_labelled = len(cands) - len(eligible)
 
+    kappa = config.kappa if config.uses_committee else 0.0
+
+    def lcb(value: float, c: Candidate) -> float:
+        return value - kappa * c.spread  # the paper's rule: kappa = 0
+
     # composition E_hull: its best converged structure among all candidates
     comp_e: dict[str, float] = {}
     for c in cands:
         if c.status == "converged":
-            comp_e[c.composition] = min(comp_e.get(c.composition, math.inf), c.e_hull)
+            comp_e[c.composition] = min(comp_e.get(c.composition, math.inf), lcb(c.e_hull, c))
     by_comp: dict[str, list[Candidate]] = {}
     for c in eligible:
         if c.status == "converged":
@@ -194,7 +234,7 @@ def select_for_labelling(
     for k in ranked:
         local = Deduplicator(dedup)
         picked = 0
-        for c in sorted(by_comp[k], key=lambda c: (c.enthalpy_per_atom, c.id)):
+        for c in sorted(by_comp[k], key=lambda c: (lcb(c.enthalpy_per_atom, c), c.id)):
             if picked >= config.l_max:
                 break
             if c.fingerprint is not None:
@@ -211,3 +251,29 @@ def select_for_labelling(
         ):
             failures.append(c)
     return Selection(tuple(minima), tuple(failures), tuple(ranked), n_labelled, n_dup)
+
+
+def cap_selection(selection: Selection, cap: int | None, failure_share: float) -> Selection:
+    """At most ``cap`` structures (None = no cap): failures at most ⌊failure_share·cap⌋,
+    minima the rest, taken round robin over the compositions (every chosen composition's
+    best before any second best), each composition's own order kept."""
+    if cap is None or cap >= len(selection.selected) and (
+        len(selection.failures) <= math.floor(failure_share * cap)
+    ):
+        return selection
+    if cap < 0 or not 0 <= failure_share <= 1:
+        raise ValueError(f"cap must be >= 0 and failure_share in [0, 1], got {cap}, "
+                         f"{failure_share}")  # fmt: skip
+    n_fail = min(len(selection.failures), math.floor(failure_share * cap))
+    n_min = min(len(selection.minima), cap - n_fail)
+    queues: dict[str, list[Candidate]] = {}
+    for c in selection.minima:
+        queues.setdefault(c.composition, []).append(c)
+    order: list[Candidate] = []
+    while len(order) < n_min:
+        for k in selection.compositions:
+            if queues.get(k) and len(order) < n_min:
+                order.append(queues[k].pop(0))
+    kept = {c.id for c in order}
+    minima = tuple(c for c in selection.minima if c.id in kept)
+    return replace(selection, minima=minima, failures=selection.failures[:n_fail])

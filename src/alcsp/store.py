@@ -52,8 +52,10 @@ SCHEMA_VERSION = "2"  # 2: labels.energy_zero
 #: "reference_phase": a known phase of the campaign's ``[references]``, labelled and
 #: relaxed by the oracle before iteration 1 (iteration 0) and, as a start for the ACNN
 #: search, copied into each iteration n (iteration n); trained on like any label.
+#: "trust_frame": the first frame of an ACNN relaxation where the committee's force
+#: deviation crossed the trust level (labelled instead of the collapsed end geometry).
 ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed",
-           "reference_phase")
+           "reference_phase", "trust_frame")
 #: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
 ORACLE_RELAX_STAGES = ("references", "final")
 RELAX_STATUSES = ("converged", "max_steps", "unphysical")

@@ -48,6 +48,7 @@ def summary(directory: Path) -> dict:
             "models": len(store.models()),
             "iterations": iterations,
             "final_hull": json.loads(final) if final else None,
+            "stop_reason": store.meta("stop_reason"),
             "oracle_calls": store.oracle_calls(),
             "oracle_relaxations": relaxations,
             "energy": _energy_definition(),
@@ -114,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 marks[r["status"]] = marks.get(r["status"], 0) + 1
             print(f"  oracle relaxations ({stage}): "
                   + ", ".join(f"{v} {k}" for k, v in sorted(marks.items())))
+    if s["stop_reason"]:
+        print(f"  search stopped: {s['stop_reason']}")
     if s["final_hull"]:
         stable = s["final_hull"]["stable"]
         print(
