@@ -6,7 +6,13 @@ Prints one JSON line per case. Cases (issue 2): random 40-atom Mg–Ca–H cells
 relaxation step with a reused graph pay); ``total_us_per_atom`` includes building the graph
 with vesin every call.
 
+``--repulsion compare`` times the model with its ZBL prior and without it side by side (two
+models with the same weights, calls interleaved within each repeat, medians of wall time and of
+CPU time, time.process_time), and prints the ratio measured in that one run; ``zbl`` or ``none``
+time one model as before (default: ``zbl``, the ACNNConfig default).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_speed.py [--repeats 20] [--dtype float32]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/model_speed.py --repulsion compare --repeats 40
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -58,27 +65,89 @@ CASES = {
 }
 
 
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall s, CPU s) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def _model(case: dict, repulsion: str, device: str, dtype: torch.dtype) -> ACNN:
+    config = ACNNConfig(
+        species=case["species"],
+        cutoff_radial=case["cutoffs"][0],
+        cutoff_angular=case["cutoffs"][1],
+        repulsion=repulsion,
+    )
+    return ACNN(config).to(device=device, dtype=dtype)
+
+
+def _us(seconds: list[float], n: int) -> float:
+    return round(1e6 * float(np.median(seconds)) / n, 2)
+
+
+def compare_repulsion(name: str, case: dict, batch: StructureBatch, args) -> dict:
+    """Model µs/atom with and without the ZBL prior, interleaved, on one prebuilt graph."""
+    dtype = getattr(torch, args.dtype)
+    models = {rep: _model(case, rep, args.device, dtype) for rep in ("zbl", "none")}
+    graph = graph_for(models["zbl"], batch)
+    n = batch.positions.shape[0]
+    rep = models["zbl"].repulsion
+    assert rep is not None
+    d = torch.linalg.vector_norm(graph.radial.vector, dim=-1).double()  # [N, R]
+    r_out = rep.r_out[graph.species.unsqueeze(1), graph.radial.species]  # [N, R]
+    close = int(((d < r_out) & graph.radial.used).sum())  # slots the prior acts on
+    for _ in range(3):  # warm-up
+        for model in models.values():
+            energy_forces_stress(model, batch, graph)
+    wall: dict[str, list[float]] = {"zbl": [], "none": []}
+    cpu: dict[str, list[float]] = {"zbl": [], "none": []}
+    for k in range(args.repeats):
+        order = ("zbl", "none") if k % 2 == 0 else ("none", "zbl")  # alternate who goes first
+        for key in order:
+            w, c = _timed(lambda m=models[key]: energy_forces_stress(m, batch, graph))
+            wall[key].append(w)
+            cpu[key].append(c)
+    ratio_wall = [a / b for a, b in zip(wall["zbl"], wall["none"], strict=True)]
+    ratio_cpu = [a / b for a, b in zip(cpu["zbl"], cpu["none"], strict=True)]
+    return {
+        "case": name,
+        "dtype": args.dtype,
+        "device": args.device,
+        "batch": args.batch,
+        "atoms": n,
+        "repeats": args.repeats,
+        "neighbours_angular": round(int(graph.angular.used.sum()) / n, 1),
+        "slots_within_r_out_per_atom": round(close / n, 2),
+        "wall_us_per_atom_zbl": _us(wall["zbl"], n),
+        "wall_us_per_atom_none": _us(wall["none"], n),
+        "cpu_us_per_atom_zbl": _us(cpu["zbl"], n),
+        "cpu_us_per_atom_none": _us(cpu["none"], n),
+        "ratio_of_medians_wall": round(float(np.median(wall["zbl"]) / np.median(wall["none"])), 4),
+        "ratio_of_medians_cpu": round(float(np.median(cpu["zbl"]) / np.median(cpu["none"])), 4),
+        "median_paired_ratio_wall": round(float(np.median(ratio_wall)), 4),
+        "median_paired_ratio_cpu": round(float(np.median(ratio_cpu)), 4),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repulsion", default="zbl", choices=["zbl", "none", "compare"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     dtype = getattr(torch, args.dtype)
     rng = np.random.default_rng(0)
     for name, case in CASES.items():
-        model = ACNN(
-            ACNNConfig(
-                species=case["species"],
-                cutoff_radial=case["cutoffs"][0],
-                cutoff_angular=case["cutoffs"][1],
-            )
-        )
-        model = model.to(device=args.device, dtype=dtype)
         atoms = [random_cell(case["symbols"], case["vol"], rng) for _ in range(args.batch)]
         batch = StructureBatch.from_atoms(atoms, dtype=dtype, device=args.device)
+        if args.repulsion == "compare":
+            print(json.dumps(compare_repulsion(name, case, batch, args)))
+            continue
+        model = _model(case, args.repulsion, args.device, dtype)
         n = batch.positions.shape[0]
         graph = graph_for(model, batch)
         nbr_r = int(graph.radial.used.sum()) / n
@@ -101,6 +170,7 @@ def main() -> None:
                     "dtype": args.dtype,
                     "device": args.device,
                     "batch": args.batch,
+                    "repulsion": args.repulsion,
                     "atoms": n,
                     "neighbours_radial": round(nbr_r, 1),
                     "neighbours_angular": round(nbr_a, 1),

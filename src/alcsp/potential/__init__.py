@@ -1,6 +1,7 @@
 """ACNN, the attention-coupled neural-network potential, and the batched-potential interface.
 
 ACNN, ACNNConfig         the torch module and its hyperparameters
+ZBLRepulsion             the fixed short-range prior inside ACNN (ACNNConfig.repulsion)
 ACNNPotential            a model as a BatchedPotential: compute(batch) -> E [S], F [N,3], σ [S,3,3]
 ACNNCalculator           a model as an ASE calculator
 train, TrainConfig       fitting to labelled structures (eq. 16)
@@ -12,6 +13,7 @@ from alcsp.potential.calculator import ACNNCalculator
 from alcsp.potential.forces import ACNNPotential, energy_forces_stress, graph_for
 from alcsp.potential.io import load_model, read_labelled, save_model, write_labelled
 from alcsp.potential.model import ACNN, ACNNConfig
+from alcsp.potential.repulsion import ZBLRepulsion
 from alcsp.potential.train import Metrics, TrainConfig, TrainReport, evaluate, train
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "Metrics",
     "TrainConfig",
     "TrainReport",
+    "ZBLRepulsion",
     "energy_forces_stress",
     "evaluate",
     "graph_for",

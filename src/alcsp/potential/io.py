@@ -3,6 +3,8 @@
 A model file is one ``torch.save`` archive of plain containers and tensors: format tag,
 version, hyperparameters (a dict of numbers, strings and lists) and the state dict. It is
 read back with ``torch.load(weights_only=True)``, which refuses anything that could run code.
+A file without the ``repulsion`` hyperparameter (written before the short-range prior
+existed) loads with ``repulsion="none"``, as it was trained.
 Labelled data are extended XYZ files (ASE) with energy, forces and (optionally) stress.
 """
 
@@ -57,7 +59,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> ACNN:
             f"{path} has model format version {payload.get('version')}; this alcsp reads "
             f"version {FORMAT_VERSION}"
         )
-    model = ACNN(ACNNConfig.from_dict(payload["config"]))
+    config = dict(payload["config"])
+    # Files written before the repulsive prior existed have no "repulsion" field: their
+    # networks were trained without it, so they load without it (bit-identical energies).
+    config.setdefault("repulsion", "none")
+    model = ACNN(ACNNConfig.from_dict(config))
     state = payload["state_dict"]
     dtype = state["energy_shift"].dtype
     model = model.to(dtype=dtype)

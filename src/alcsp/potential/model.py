@@ -1,10 +1,12 @@
 """ACNN: the attention-coupled neural-network potential of the paper (eqs. 1–15).
 
     E = Σ_i E_i,   E_i = fit( mlp(Φ¹_i) ‖ mlp(Φ²_i) [→ attention blocks] ‖ onehot(Z_i) ) + μ_{Z_i}
+                         + E^rep_i
 
-The model maps edge vectors to atomic energies; forces and stress come from one autograd
-pass in ``forces.py`` (kept apart, as in NequIP/MACE). Shape letters as in ``descriptors.py``;
-D is the embedding width (twice the last embedding layer).
+E^rep is a fixed (untrained) short-range ZBL repulsion (``repulsion.py``; ``repulsion="none"``
+drops it), so the network learns E_DFT − E^rep. The model maps edge vectors to atomic energies;
+forces and stress come from one autograd pass in ``forces.py`` (kept apart, as in NequIP/MACE).
+Shape letters as in ``descriptors.py``; D is the embedding width (twice the last embedding layer).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 from torch import nn
 
 from alcsp.potential.descriptors import Descriptor, cosine_cutoff
 from alcsp.potential.neighbours import Graph
+from alcsp.potential.repulsion import REPULSIONS, ZBLRepulsion
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class ACNNConfig:
     attention_layers: int = 0  # paper: off for large-scale CSP
     attention_heads: int = 4
     seed: int = 0  # initial weights
+    # Short-range prior (repulsion.py): "zbl" or "none". The ZBL pair energy is switched off
+    # between inner and outer × (sum of the two covalent radii); see repulsion.py for why
+    # 0.35 and 0.75. Model files without these fields (older alcsp) load as "none".
+    repulsion: str = "zbl"
+    repulsion_inner: float = 0.35
+    repulsion_outer: float = 0.75
 
     def __post_init__(self):
         species = tuple(self.species)
@@ -64,12 +73,42 @@ class ACNNConfig:
             raise ValueError("ACNNConfig.embedding and .fitting need at least one positive width.")
         if self.attention_layers < 0 or self.attention_heads < 1:
             raise ValueError("attention_layers must be >= 0 and attention_heads >= 1.")
+        self._check_repulsion()
         width = 2 * self.embedding[-1]
         if self.attention_layers and width % self.attention_heads:
             raise ValueError(
                 f"attention_heads ({self.attention_heads}) must divide the embedding width "
                 f"2*embedding[-1] = {width}."
             )
+
+    def _check_repulsion(self) -> None:
+        if not isinstance(self.repulsion, str) or self.repulsion not in REPULSIONS:
+            raise ValueError(
+                f"ACNNConfig.repulsion must be one of {list(REPULSIONS)}, got {self.repulsion!r}."
+            )
+        fractions = (self.repulsion_inner, self.repulsion_outer)
+        if not all(isinstance(f, int | float) and not isinstance(f, bool) for f in fractions):
+            raise ValueError(
+                "ACNNConfig.repulsion_inner and .repulsion_outer must be numbers (fractions of "
+                f"the covalent-radius sum), got {self.repulsion_inner!r} and "
+                f"{self.repulsion_outer!r}."
+            )
+        object.__setattr__(self, "repulsion_inner", float(self.repulsion_inner))
+        object.__setattr__(self, "repulsion_outer", float(self.repulsion_outer))
+        if not 0.0 <= self.repulsion_inner < self.repulsion_outer <= 1.5:
+            raise ValueError(
+                "ACNNConfig repulsion fractions must satisfy 0 <= repulsion_inner < "
+                f"repulsion_outer <= 1.5, got {self.repulsion_inner} and {self.repulsion_outer} "
+                "(defaults 0.35 and 0.75 of the covalent-radius sum)."
+            )
+        if self.repulsion == "zbl":
+            rsum = 2 * max(covalent_radii[atomic_numbers[s]] for s in self.species)
+            if self.repulsion_outer * rsum > self.cutoff_angular:
+                raise ValueError(
+                    f"ACNNConfig.repulsion_outer × covalent-radius sum = "
+                    f"{self.repulsion_outer * rsum:.2f} Å exceeds cutoff_angular "
+                    f"{self.cutoff_angular} Å; the repulsion needs its pairs in the angular slots."
+                )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -179,6 +218,12 @@ class ACNN(nn.Module):
         for k, s in enumerate(config.species):
             lookup[atomic_numbers[s]] = k
         self.register_buffer("species_lookup", lookup, persistent=False)
+        # Fixed short-range prior; its tables are derived from the config, not in the state dict.
+        self.repulsion: ZBLRepulsion | None = (
+            ZBLRepulsion(config.species, config.repulsion_inner, config.repulsion_outer)
+            if config.repulsion == "zbl"
+            else None
+        )
 
     @property
     def n_species(self) -> int:
@@ -217,4 +262,15 @@ class ACNN(nn.Module):
                 x = block(x, dist, graph)
         onehot = nn.functional.one_hot(graph.species, self.n_species).to(x.dtype)  # [N, T]
         e = self.fit(torch.cat([x, onehot], dim=1)).squeeze(1)  # [N]
-        return e * self.energy_scale + self.energy_shift[graph.species]
+        e = e * self.energy_scale + self.energy_shift[graph.species]  # [N]
+        if self.repulsion is not None:
+            e = e + self.repulsion_energy(vec_a, graph)  # [N]
+        return e
+
+    def repulsion_energy(self, vec_a: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """The fixed prior's atomic energies [N] eV from the angular slot vectors vec_a [N, Q, 3]
+        (every r_out is below r_c^a, and there are about half as many angular slots as radial
+        ones to scan); zeros for ``repulsion="none"``."""
+        if self.repulsion is None:
+            return vec_a.new_zeros(vec_a.shape[0])
+        return self.repulsion(vec_a, graph.angular, graph.species)

@@ -4,7 +4,8 @@ Loss (eq. 16), averaged over a minibatch of N_B structures with N_i atoms each:
     L = 1/N_B Σ_i [ p_e |E_i − Ê_i|²/N_i + p_f ‖F_i − F̂_i‖²/(3N_i) + p_w ‖W_i − Ŵ_i‖²/(3N_i) ]
 with the virial W = −V σ. AdamW; the learning rate decays by ``lr_decay`` every
 ``decay_every`` steps (paper: ×0.97 every 10⁴ of 10⁵ steps). Before a fresh model is trained,
-per-species energy shifts are fitted by least squares and the descriptors are standardised on
+per-species energy shifts are fitted by least squares (to the labels minus the model's fixed
+short-range prior, which is what the network learns) and the descriptors are standardised on
 the training set; a warm start keeps the earlier model's statistics and continues from its
 weights (optionally with a small random perturbation, as the paper suggests for refinement).
 """
@@ -12,6 +13,7 @@ weights (optionally with a small random perturbation, as the paper suggests for 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +26,7 @@ from ase import Atoms
 from alcsp.potential.forces import energy_forces_stress, graph_for
 from alcsp.potential.io import Labels, labels_of
 from alcsp.potential.model import ACNN, ACNNConfig
-from alcsp.potential.neighbours import PairList, pair_list
+from alcsp.potential.neighbours import PairList, pair_list, slot_vectors
 from alcsp.structures import StructureBatch, validate_atoms
 from alcsp.units import EV_PER_A3_IN_GPA
 
@@ -196,9 +198,47 @@ def evaluate(
     )
 
 
+def prior_labels(
+    model: ACNN, structures: Sequence[Atoms], chunk: int = 32
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The fixed prior's energies [S] eV and forces (a list of [n_s, 3] eV/Å) on ``structures``
+    (zeros when the model has none): what the network does not have to learn."""
+    if model.repulsion is None:
+        return np.zeros(len(structures)), [np.zeros((len(a), 3)) for a in structures]
+    p = next(model.parameters())
+    energies, forces = [], []
+    for start in range(0, len(structures), chunk):
+        batch = StructureBatch.from_atoms(
+            list(structures[start : start + chunk]), dtype=p.dtype, device=p.device
+        )
+        graph = graph_for(model, batch)
+        positions = batch.positions.detach().requires_grad_(True)  # [N, 3]
+        with torch.enable_grad():
+            moved = dataclasses.replace(batch, positions=positions)
+            vec_a = slot_vectors(moved, graph, graph.angular)  # [N, Q, 3]
+            atomic = model.repulsion_energy(vec_a, graph)  # [N]
+            # no pair inside the prior's range: its energy does not depend on the positions
+            grad = (torch.autograd.grad(atomic.sum(), positions, allow_unused=True)[0]
+                    if atomic.requires_grad else None)  # fmt: skip
+        if grad is None:
+            grad = torch.zeros_like(positions)
+        atomic = atomic.detach()
+        e = atomic.new_zeros(batch.n_structures).index_add(0, graph.atom_structure, atomic)  # [S]
+        energies.append(e.cpu().double().numpy())
+        f = (-grad).cpu().double().numpy()  # [N, 3]
+        ptr = batch.ptr.cpu().numpy()
+        forces += [f[ptr[k] : ptr[k + 1]] for k in range(batch.n_structures)]
+    return np.concatenate(energies), forces
+
+
 @torch.no_grad()
 def fit_statistics(model: ACNN, structures: Sequence[Atoms], max_structures: int = 1000) -> None:
-    """Fit per-species energy shifts and scale, and descriptor standardisation, in place."""
+    """Fit per-species energy shifts and scale, and descriptor standardisation, in place.
+
+    The shift and scale are fitted to what the network must learn, the labels minus the fixed
+    prior (E_DFT − E_rep, F_DFT − F_rep): a structure with a close contact would otherwise
+    put its tens of eV of ZBL energy into μ_Z and the scale.
+    """
     t = model.n_species
     counts = np.zeros((len(structures), t))
     energies = np.zeros(len(structures))
@@ -206,13 +246,18 @@ def fit_statistics(model: ACNN, structures: Sequence[Atoms], max_structures: int
         idx = model.species_index(torch.as_tensor(atoms.numbers)).numpy()
         counts[k] = np.bincount(idx, minlength=t)
         energies[k] = labels_of(atoms, k).energy
+    forces = [labels_of(s).forces for s in structures]
+    if model.repulsion is not None:
+        prior_e, prior_f = prior_labels(model, structures)
+        energies = energies - prior_e
+        forces = [f - g for f, g in zip(forces, prior_f, strict=True)]
     # Least squares E ≈ Σ_s n_s μ_s (tiny ridge so a species present in fixed ratio is defined).
     a = counts.T @ counts + 1e-8 * np.eye(t)
     mu = np.linalg.solve(a, counts.T @ energies)
     resid = (energies - counts @ mu) / counts.sum(1)
     scale = float(np.sqrt(np.mean(resid**2)))
-    forces = np.concatenate([labels_of(s).forces.ravel() for s in structures])
-    scale = max(scale, float(np.sqrt(np.mean(forces**2))) * 0.1, 1e-3)
+    flat = np.concatenate([f.ravel() for f in forces])
+    scale = max(scale, float(np.sqrt(np.mean(flat**2))) * 0.1, 1e-3)
     p = next(model.parameters())
     model.energy_shift.copy_(torch.as_tensor(mu, dtype=p.dtype))
     model.energy_scale.fill_(scale)
