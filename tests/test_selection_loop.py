@@ -148,3 +148,40 @@ def test_stop_reason_needs_no_new_label_near_the_hull(loop):
         assert (reason is None) == (spread is not None and spread >= 0.005)
     assert loop.stop_reason(0) is None
     assert loop.store.meta("stop_reason")
+
+
+SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(
+    "relax_chunk = 12", "relax_chunk = 5"
+)
+
+
+def _relaxations(store):
+    rel = store.relaxations(method="acnn")
+    atoms = store.get_atoms([int(i) for i in rel["structure_id"]])
+    return (list(rel["initial_id"]), list(rel["status"]), rel["enthalpy_per_atom"],
+            [a.positions for a in atoms])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_search_shards_give_the_same_campaign_inline_and_on_two_workers(tmp_path):
+    """The search's shards run on the executor; stored in shard order, the relaxations,
+    labels and hull do not depend on how many workers ran them."""
+    torch.set_num_threads(1)
+    out = {}
+    for kind in ("inline", "process"):
+        text = SHARDED.replace('kind = "inline"', f'kind = "{kind}"\nworkers = 2')
+        camp = Campaign.create(tmp_path / kind, text)
+        try:
+            hull = camp.run()
+            out[kind] = (_relaxations(camp.store), sorted(camp.store.labelled_ids("emt")),
+                         hull.stable if hull else None)  # fmt: skip
+        finally:
+            camp.close()
+    (ids_a, st_a, h_a, pos_a), lab_a, hull_a = out["inline"]
+    (ids_b, st_b, h_b, pos_b), lab_b, hull_b = out["process"]
+    assert len(ids_a) > 5  # more than one shard
+    assert ids_a == ids_b and st_a == st_b and lab_a == lab_b
+    np.testing.assert_allclose(h_a, h_b, rtol=0, atol=1e-9)
+    for a, b in zip(pos_a, pos_b, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-8)
+    assert hull_a.keys() == hull_b.keys()

@@ -33,8 +33,8 @@ from alcsp import __version__
 from alcsp.committee import Committee, first_crossing, train_committee
 from alcsp.compositions import composition_key, enumerate_compositions
 from alcsp.config import CampaignConfig, parse_config
-from alcsp.dedup import Deduplicator, fingerprint
-from alcsp.execute import make_executor
+from alcsp.dedup import Deduplicator
+from alcsp.execute import TaskResult, make_executor
 from alcsp.generate import StructureGenerator
 from alcsp.hull import HullResult, build_hull
 from alcsp.label import label_structures
@@ -42,7 +42,8 @@ from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
 from alcsp.potential.model import ACNN, ACNNConfig
 from alcsp.references import Reference, load_references
-from alcsp.relax.runner import RelaxResult, relax_structures
+from alcsp.relax.runner import RelaxResult
+from alcsp.search import ShardJob, ShardResult, relax_shard, relaxed_fingerprint
 from alcsp.select import Candidate, cap_selection, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
 from alcsp.structures import StructureBatch
@@ -536,6 +537,11 @@ class Campaign:
         """Relax random structures with ACNN, in fixed chunks, until B_max unphysical ones
         have appeared or the iteration's budget is spent. Returns structures relaxed now.
 
+        Each chunk is a shard (``alcsp.search``) run by the campaign's executor — inline, its
+        process pool or a Dask cluster — so the search uses every worker the oracle jobs do.
+        Shards are stored in chunk order and B_max is checked between them, as one process
+        would: what is stored does not depend on the number of workers or their speed.
+
         With a committee, every relaxation keeps trajectory frames (every
         ``[relax] frame_interval`` steps, 5 when unset) and each one that does not converge
         gets a ``trust_frame``: its first frame where the committee's force deviation
@@ -550,44 +556,71 @@ class Campaign:
         ids = self._reference_starts(n) + ids
         done = self.store.relaxed_initial_ids("acnn")
         b_max = self.config.selection.for_iteration(n).b_max
-        potential = ACNNPotential(model, dtype=torch.float64)
         relax_cfg = self.config.relax
         if committee is not None and relax_cfg.frame_interval == 0:
             relax_cfg = replace(relax_cfg, frame_interval=5)
-        relaxed = 0
+        chunks = [c for start in range(0, len(ids), cfg.relax_chunk)
+                  if (c := [i for i in ids[start : start + cfg.relax_chunk] if i not in done])]
+        if not chunks:
+            return 0
+        if search_should_stop(self._count_status(n, "unphysical"), b_max):
+            self.say(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
+            return 0
+        path = str(self._model_path(n))
+        jobs = [ShardJob(path, tuple(self.store.get_atoms(c)), cfg.pressure, relax_cfg,
+                         self.config.dedup.fingerprint) for c in chunks]  # fmt: skip
+        relaxed, left = 0, sum(map(len, chunks))
         t0 = time.perf_counter()
-        for start in range(0, len(ids), cfg.relax_chunk):
-            if search_should_stop(self._count_status(n, "unphysical"), b_max):
-                self.say(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
-                break
-            chunk = [i for i in ids[start : start + cfg.relax_chunk] if i not in done]
-            if not chunk:
-                continue
-            atoms = self.store.get_atoms(chunk)
-            results = relax_structures(atoms, potential, cfg.pressure, relax_cfg)
-            if committee is not None:  # before add_relaxed: a redone chunk adds none twice
-                self._add_trust_frames(n, chunk, results, committee)
-            records = [
-                RelaxationRecord(
-                    status=r.status,
-                    energy=r.energy,
-                    enthalpy_per_atom=r.enthalpy,
-                    volume=r.volume * len(r.atoms),
-                    steps=r.steps,
-                    pressure=r.pressure,
-                    reason=r.reason,
-                    initial_id=sid,
-                    fingerprint=self._fingerprint(r.atoms),
-                )  # fmt: skip
-                for sid, r in zip(chunk, results, strict=True)
-            ]
-            self.store.add_relaxed([r.atoms for r in results], records, iteration=n)
-            relaxed += len(chunk)
-            rate = relaxed / max(time.perf_counter() - t0, 1e-9)
-            self.say(
-                f"iteration {n}: relaxed {start + len(chunk)}/{len(ids)} ({rate:.1f} structures/s)"
-            )
+        ready: dict[int, TaskResult[ShardResult]] = {}
+        k = 0  # the next shard to store
+        results = self.executor.map_unordered(relax_shard, jobs)
+        try:
+            for res in results:
+                ready[res.index] = res
+                while k in ready:
+                    res = ready.pop(k)
+                    chunk = chunks[k]
+                    k += 1
+                    if not res.ok:
+                        self.say(f"iteration {n}: a shard of {len(chunk)} structures failed "
+                                 f"({type(res.error).__name__}: {res.error}); a resumed run "
+                                 "retries it")  # fmt: skip
+                        continue
+                    assert res.value is not None
+                    self._store_shard(n, chunk, res.value, committee)
+                    relaxed += len(chunk)
+                    rate = relaxed / max(time.perf_counter() - t0, 1e-9)
+                    self.say(f"iteration {n}: relaxed {relaxed}/{left} "
+                             f"({rate:.1f} structures/s)")  # fmt: skip
+                    if k < len(chunks) and search_should_stop(
+                        self._count_status(n, "unphysical"), b_max
+                    ):
+                        self.say(f"iteration {n}: B_max = {b_max} unphysical structures: "
+                                 "search ends")  # fmt: skip
+                        return relaxed
+        finally:
+            results.close()  # type: ignore[attr-defined]  # an early stop cancels the rest
         return relaxed
+
+    def _model_path(self, n: int) -> Path:
+        rec = [r for r in self.store.models() if r.iteration == n]
+        return self.store.model_path(rec[-1])
+
+    def _store_shard(
+        self, n: int, chunk: list[int], shard: ShardResult, committee: Committee | None
+    ) -> None:
+        results = list(shard.results)
+        if committee is not None:  # before add_relaxed: a redone chunk adds none twice
+            self._add_trust_frames(n, chunk, results, committee)
+        records = [
+            RelaxationRecord(
+                status=r.status, energy=r.energy, enthalpy_per_atom=r.enthalpy,
+                volume=r.volume * len(r.atoms), steps=r.steps, pressure=r.pressure,
+                reason=r.reason, initial_id=sid, fingerprint=fp,
+            )  # fmt: skip
+            for sid, r, fp in zip(chunk, results, shard.fingerprints, strict=True)
+        ]
+        self.store.add_relaxed([r.atoms for r in results], records, iteration=n)
 
     def _add_trust_frames(
         self, n: int, ids: list[int], results: list[RelaxResult], committee: Committee
@@ -994,13 +1027,7 @@ class Campaign:
         )
 
     def _fingerprint(self, atoms: Atoms) -> np.ndarray | None:
-        """Fingerprint of a relaxed structure; None for a geometry too broken to describe
-        (non-finite positions or a degenerate cell, which only unphysical outcomes have)."""
-        if not (np.all(np.isfinite(atoms.positions)) and np.all(np.isfinite(atoms.cell.array))):
-            return None
-        if abs(atoms.get_volume()) < 1e-3 * len(atoms):
-            return None
-        return fingerprint(atoms, self.config.dedup.fingerprint)
+        return relaxed_fingerprint(atoms, self.config.dedup.fingerprint)
 
     def _relax_stats(self, n: int) -> dict:
         rel = self.store.relaxations(iteration=n, method="acnn")
