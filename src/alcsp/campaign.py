@@ -553,7 +553,8 @@ class Campaign:
                 cfg.structures_per_iteration, n, stage=1, volumes=self._volume_hints()
             )
             ids = self.store.add_structures(structures, origin="random", iteration=n)
-        ids = self._reference_starts(n) + ids
+        # decorations last: B_max, counted in order, then ends them before the random cells
+        ids = self._reference_starts(n) + ids + self._decoration_starts(n)
         done = self.store.relaxed_initial_ids("acnn")
         b_max = self.config.selection.for_iteration(n).b_max
         relax_cfg = self.config.relax
@@ -645,6 +646,27 @@ class Campaign:
         if picks:
             self.store.add_structures(picks, origin="trust_frame", iteration=n,
                                       parent_ids=parents)  # fmt: skip
+
+    def _decoration_starts(self, n: int) -> list[int]:
+        """Iteration n's decorations of the ``[campaign] decorations`` lattices (every one
+        of the space's compositions, up to ``max_cell_atoms``), scaled to the mean volume
+        per atom of their elements: the oracle's where it has relaxed the element (a
+        reference), else the generator's start volume. Stored once per iteration."""
+        lattices = self.config.campaign.decorations
+        ids = self.store.structure_ids(origin="decoration", iteration=n)
+        if ids or not lattices:
+            return ids
+        from alcsp.decorations import decoration_starts
+        from alcsp.generate import start_volume_per_atom
+
+        hints = self._volume_hints()
+        volumes = {el: hints.get(el) or start_volume_per_atom(el, self.config.generate)[0]
+                   for el in self.config.elements}  # fmt: skip
+        starts = decoration_starts(
+            lattices, [e.key for e in self.space], self.config.elements,
+            self.config.compositions.max_cell_atoms, volumes,
+        )  # fmt: skip
+        return self.store.add_structures(starts, origin="decoration", iteration=n)
 
     def _reference_starts(self, n: int) -> list[int]:
         """The reference phases as starts of iteration n's ACNN search (their oracle-relaxed

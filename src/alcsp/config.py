@@ -80,8 +80,19 @@ class CampaignSettings:
     # unconverged and unphysical structures
     stop_window: float = 0.0  # eV/atom: the stop rule waits for K iterations in which no new
     # label lands within this of the DFT hull; 0 = 2 x hull_tolerance
+    decorations: tuple[str, ...] = ()  # parent lattices ("fcc", "hcp", "bcc") whose every
+    # decoration of the space's compositions (up to max_cell_atoms) is relaxed by ACNN in
+    # each iteration beside the random cells (alcsp.decorations)
 
     def __post_init__(self):
+        from alcsp.decorations import LATTICES
+
+        if isinstance(self.decorations, str) or not all(
+            isinstance(x, str) and x in LATTICES for x in self.decorations
+        ):
+            raise ConfigError(f"[campaign] decorations must be a list of lattices from "
+                              f"{list(LATTICES)}, got {self.decorations!r}")  # fmt: skip
+        object.__setattr__(self, "decorations", tuple(self.decorations))
         _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
         if not self.train_max_force >= 0:
             raise ConfigError("[campaign] train_max_force must be >= 0 eV/Å (0 = no cap)")

@@ -54,8 +54,10 @@ SCHEMA_VERSION = "2"  # 2: labels.energy_zero
 #: search, copied into each iteration n (iteration n); trained on like any label.
 #: "trust_frame": the first frame of an ACNN relaxation where the committee's force
 #: deviation crossed the trust level (labelled instead of the collapsed end geometry).
+#: "decoration": a decoration of a parent lattice (alcsp.decorations), a start of the ACNN
+#: search of its iteration.
 ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed",
-           "reference_phase", "trust_frame")
+           "reference_phase", "trust_frame", "decoration")
 #: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
 ORACLE_RELAX_STAGES = ("references", "final")
 RELAX_STATUSES = ("converged", "max_steps", "unphysical")
