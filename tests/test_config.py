@@ -127,6 +127,8 @@ def test_required_tables(table):
         ("hull_tolerance = 0.0", r"\[campaign\] hull_tolerance must be > 0"),
         ("report_ehull = -0.1", r"\[campaign\] report_ehull"),
         ('name = "a/b"', r"\[campaign\] name must be a plain"),
+        ('decorations = ["diamond"]', r"\[campaign\] decorations must be a list of lattices"),
+        ('decorations = "fcc"', r"\[campaign\] decorations must be a list of lattices"),
         ("oracle_per_iteration = -5", r"\[campaign\] oracle_per_iteration must be an integer"),
         ("failure_share = 1.5", r"\[campaign\] failure_share must be a number in \[0, 1\]"),
         ("stop_window = -0.01", r"\[campaign\] stop_window must be a number >= 0"),
