@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "converge",
     "collect",
     "label",
+    "analyse",
 )
 
 #: Exit status after a closed stdout (``alcsp ... | head``): 128 + SIGPIPE, what the shell
