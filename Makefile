@@ -12,6 +12,7 @@ demo: setup
 	.venv/bin/alcsp report runs/demo
 
 test: setup dft
+	@bash scripts/install_chromium.sh
 	OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q --durations=15 tests
 
 lint: setup
