@@ -27,12 +27,13 @@ otherwise, or ``--config``) with ``[campaign] seed`` and every ``[[selection]]``
 * wall and CPU time (this process and its children);
 
 then per rule the seeds with the exact set and the median calls. ``--json FILE`` writes all
-of it. With ``--diagnose`` (default on) every best-known compound the campaign missed or
-got wrong by more than ``--tol`` is traced through the store: was its structure ever
-generated and relaxed by ACNN (pymatgen StructureMatcher against the best-known
-structure), how did ACNN rank it within its composition, was it labelled, was it relaxed by
-the final stage. Campaign directories go to a temporary directory unless ``--keep DIR``
-(where a finished campaign is reused, not rerun).
+of it. Unless ``--no-diagnose``, every best-known compound is traced through the store
+(and printed when the campaign missed it or got it wrong by more than ``--tol``): was its
+structure ever generated and relaxed by ACNN (a structure counts as the best-known one when, of the
+best-known file's structures of its composition, that is the one it fits best: pymatgen
+StructureMatcher, volume-normalised), how did ACNN rank it within its composition, was it
+labelled, was it relaxed by the final stage. Campaign directories go to a temporary
+directory unless ``--keep DIR`` (where a finished campaign is reused, not rerun).
 """
 
 from __future__ import annotations
@@ -267,17 +268,45 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
             "acnn_relaxations": store.count("relaxations"),
         }
         if diagnose:
-            bad = [k for k in best.stable if k not in best.elements and (
-                k in missed or abs(phases[k].get("error_mev", math.inf)) > tol)]
-            result["diagnosis"] = {k: trace(store, cfg, best, k, found_sid.get(k))
-                                   for k in sorted(bad)}  # fmt: skip
+            # every best-known compound, found or not: how it was found is the contrast
+            result["diagnosis"] = {}
+            for k in sorted(set(best.stable) - set(best.elements)):
+                dg = trace(store, cfg, best, k, found_sid.get(k))
+                dg["lost"] = k in missed or abs(phases[k].get("error_mev", math.inf)) > tol
+                result["diagnosis"][k] = dg
     return result
 
 
 def _matcher() -> StructureMatcher:
-    # loose: ACNN geometries are approximate, and ACNN/EMT volumes differ
-    return StructureMatcher(ltol=0.3, stol=0.4, angle_tol=8, primitive_cell=True, scale=True,
+    # volume-normalised (ACNN and EMT volumes differ), pymatgen's default tolerances
+    return StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=True,
                             attempt_supercell=True)  # fmt: skip
+
+
+class _Classifier:
+    """Which of the best-known file's structures of one composition (the stable one and
+    every distinct structure within 10 meV/atom of the hull) a structure is: the one it fits
+    with the smallest RMS displacement (pymatgen StructureMatcher, volume-normalised). A fit
+    alone would take close relatives for the stable phase (B2 and L1_0 fit B19 CuAu, D0_22
+    fits D0_19 Cu3Au); the nearest known structure does not."""
+
+    def __init__(self, best: BestKnown, key: str):
+        self.sm = _matcher()
+        own = [a for a in best.structures if a.info["composition"] == key]
+        self.refs = [AseAtomsAdaptor.get_structure(a) for a in own]
+        target = best.structure(key)
+        self.target = next(i for i, a in enumerate(own) if a is target)
+
+    def is_target(self, atoms) -> bool:
+        try:
+            s = AseAtomsAdaptor.get_structure(atoms)
+            if self.sm.get_rms_dist(s, self.refs[self.target]) is None:
+                return False  # the usual case: not even a loose fit
+            rms = [self.sm.get_rms_dist(s, r) for r in self.refs]
+        except Exception:  # a degenerate geometry
+            return False
+        d = [np.inf if r is None else r[0] for r in rms]
+        return int(np.argmin(d)) == self.target
 
 
 def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
@@ -286,9 +315,7 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
     labelled, final-relaxed; and what the campaign put at ``key`` instead."""
     from alcsp.compositions import composition_key
 
-    adaptor = AseAtomsAdaptor()
-    target = adaptor.get_structure(best.structure(key))
-    sm = _matcher()
+    cls = _Classifier(best, key)
     rel = store.relaxations(method="acnn")
     comp = np.array([composition_key(c) for c in rel["composition"]], dtype=object)
     own = np.nonzero(comp == key)[0]
@@ -299,11 +326,7 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
     for k, a in zip(own, atoms, strict=True):
         if rel["status"][k] != "converged":
             continue
-        try:
-            same = sm.fit(adaptor.get_structure(a), target)
-        except Exception:  # degenerate geometry
-            same = False
-        if not same:
+        if not cls.is_target(a):
             continue
         it = int(rel["iteration"][k])
         peers = [j for j in own if rel["iteration"][j] == it and rel["status"][j] == "converged"]
@@ -319,16 +342,13 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
             if composition_key(a.get_chemical_formula()) == key]  # fmt: skip
     lab_hits = []
     for a in data:
-        try:
-            if sm.fit(adaptor.get_structure(a), target):
-                lab_hits.append({
-                    "structure_id": int(a.info["structure_id"]), "origin": a.info["origin"],
-                    "iteration": int(a.info["iteration"]),
-                    "formation_mev": round((a.get_potential_energy() / len(a)
-                                            - best.reference(key)) * 1000, 3),
-                })  # fmt: skip
-        except Exception:
-            pass
+        if cls.is_target(a):
+            lab_hits.append({
+                "structure_id": int(a.info["structure_id"]), "origin": a.info["origin"],
+                "iteration": int(a.info["iteration"]),
+                "formation_mev": round((a.get_potential_energy() / len(a)
+                                        - best.reference(key)) * 1000, 3),
+            })  # fmt: skip
     instead = None
     if data:
         low = min(data, key=lambda a: a.get_potential_energy() / len(a))
@@ -345,13 +365,35 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
         "acnn_relaxations": int(len(own)),
         "iterations_with_relaxations": iters,
         "generated": len(hits),
-        "generated_in": hits[:20],
+        "generated_in": hits,
         "best_acnn_rank": min((h["acnn_rank"] for h in hits), default=None),
         "labelled": len(lab_hits),
         "labelled_as": lab_hits[:10],
         "lowest_label": instead,
         "stable_structure_id": found_sid,
+        "stable_from": _stable_from(store, cls, found_sid),
     }
+
+
+def _stable_from(store, cls: _Classifier, sid: int | None) -> dict | None:
+    """Where the campaign's stable structure of the composition came from: for a final
+    oracle relaxation, its start (iteration, and whether it already was the best-known
+    structure)."""
+    if sid is None:
+        return None
+    rec = next((r for r in store.oracle_relaxations() if r.structure_id == sid), None)
+    if rec is None:
+        return {"structure_id": sid, "oracle_relaxed": False}
+    start = store.get_atoms([rec.parent_id])[0]
+    rel = store.relaxations(method="acnn")
+    idx = np.nonzero(rel["structure_id"] == rec.parent_id)[0]
+    return {
+        "structure_id": sid, "oracle_relaxed": True, "stage": rec.stage,
+        "start_id": int(rec.parent_id),
+        "start_iteration": int(rel["iteration"][idx[0]]) if len(idx) else None,
+        "start_is_best_known": cls.is_target(start), "steps": int(rec.steps),
+        "status": rec.status,
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- main
@@ -438,7 +480,8 @@ def main() -> None:
                       f"benchmarks/data/best-known/{args.system} (benchmarks/best_known.py)."
                       "\n" + "!" * 78, flush=True)  # fmt: skip
             for k, dg in (res.get("diagnosis") or {}).items():
-                print("    " + _diag_line(k, dg), flush=True)
+                if dg["lost"]:
+                    print("    " + _diag_line(k, dg), flush=True)
             if args.json:
                 _write(args, best, rules, runs, root)
     print()
@@ -479,7 +522,9 @@ def _diag_line(key: str, d: dict) -> str:
     gen = (f"best-known structure generated {d['generated']}x (best ACNN rank "
            f"{d['best_acnn_rank']})" if d["generated"] else "best-known structure never "
            f"generated in {d['acnn_relaxations']} ACNN relaxations of {key}")  # fmt: skip
-    lab = f"labelled {d['labelled']}x" if d["labelled"] else "never labelled"
+    lab = (f"labelled {d['labelled']}x (lowest of those "
+           f"{min(x['formation_mev'] for x in d['labelled_as']):.2f} meV/atom)"
+           if d["labelled"] else "never labelled")  # fmt: skip
     low = d["lowest_label"]
     inst = (f"; lowest label {low['formation_mev']:.2f} meV/atom ({low['space_group']}, "
             f"{low['atoms']} atoms, {low['origin']})" if low else "; no label")  # fmt: skip
