@@ -310,7 +310,9 @@ class DaskConfig:
     local: a ``LocalCluster`` of ``workers`` single-threaded processes (or threads with
     ``processes=False``). address: connect to a running scheduler (``address``).
     slurm/pbs: ``jobs`` batch jobs from dask-jobqueue, each with ``cores`` single-threaded
-    worker processes, ``memory`` and ``walltime`` per job, in ``queue``.
+    worker processes, ``memory`` and ``walltime`` per job, in ``queue``. Their workers retire
+    shortly before the walltime and ended jobs are replaced, so a campaign may outlive any
+    one job (see docs/cluster.md).
     """
 
     cluster: ClusterKind = "local"
@@ -350,6 +352,42 @@ def _one_thread_prologue() -> list[str]:
     return [f"export {v}=1" for v in THREAD_ENV]
 
 
+def walltime_seconds(walltime: str) -> int | None:
+    """Seconds of a Slurm/PBS walltime ("MM", "MM:SS", "HH:MM:SS", "D-HH[:MM[:SS]]");
+    None if it is not one of those forms."""
+    days, _, rest = walltime.strip().rpartition("-")
+    try:
+        parts = [int(p) for p in rest.split(":")]
+        d = int(days) if days else 0
+    except ValueError:
+        return None
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        if not 1 <= len(parts) <= 3:
+            return None
+        parts = parts + [0] * (3 - len(parts))
+    elif len(parts) == 1:  # minutes
+        parts = [0, parts[0], 0]
+    elif len(parts) == 2:  # MM:SS
+        parts = [0, *parts]
+    elif len(parts) != 3:
+        return None
+    h, m, sec = parts
+    return ((d * 24 + h) * 60 + m) * 60 + sec
+
+
+def worker_lifetime_args(walltime: str) -> list[str]:
+    """``--lifetime`` arguments that make a batch job's workers retire gracefully before the
+    job's walltime (their tasks move to other workers without counting as failures; the
+    executor's ``adapt`` then submits a fresh job). [] for an unparsable walltime."""
+    total = walltime_seconds(walltime)
+    if total is None:
+        return []
+    margin = min(600, max(30, total // 10))
+    if total - margin < 30:
+        return []
+    return ["--lifetime", f"{total - margin}s", "--lifetime-stagger", f"{margin // 3}s"]
+
+
 def make_dask_cluster(cfg: DaskConfig) -> Any:
     """The cluster object for ``cfg`` (not started for slurm/pbs until scaled); None for
     ``address``."""
@@ -369,6 +407,7 @@ def make_dask_cluster(cfg: DaskConfig) -> Any:
         walltime=cfg.walltime,
         job_extra_directives=list(cfg.job_extra_directives),
         job_script_prologue=_one_thread_prologue() + list(cfg.job_script_prologue),
+        worker_extra_args=worker_lifetime_args(cfg.walltime),
     )
     if cfg.account:
         common["account"] = cfg.account
@@ -418,7 +457,9 @@ class DaskExecutor:
             cfg = self.config
             self._cluster = make_dask_cluster(cfg)
             if cfg.cluster in ("slurm", "pbs"):
-                self._cluster.scale(jobs=cfg.jobs)
+                # adapt, not scale: a job that ends (walltime, preemption, node failure) is
+                # replaced; after scale() the campaign would wait for workers forever.
+                self._cluster.adapt(minimum_jobs=cfg.jobs, maximum_jobs=cfg.jobs)
             self._client = Client(cfg.address if self._cluster is None else self._cluster)
             # Threads in this process (processes=False) share the driver: leave its
             # thread settings alone.
