@@ -66,6 +66,9 @@ from ase.spacegroup import crystal
 
 from alcsp.compositions import composition_key
 from alcsp.config import load_config
+
+# the derivative-structure enumeration (also the campaigns' ``[campaign] decorations``)
+from alcsp.decorations import enumerate_lattice
 from alcsp.generate import StructureGenerator
 from alcsp.hull import build_hull
 from alcsp.potential import ASEPotential
@@ -85,148 +88,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------- lattices
-def parent_lattice(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Primitive cell (rows, nearest-neighbour distance 1 Å) and fractional basis [d, 3]."""
-    if name == "fcc":
-        a = math.sqrt(2.0)
-        return 0.5 * a * np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0]], float), np.zeros((1, 3))
-    if name == "bcc":
-        a = 2.0 / math.sqrt(3.0)
-        return 0.5 * a * np.array([[-1, 1, 1], [1, -1, 1], [1, 1, -1]], float), np.zeros((1, 3))
-    if name == "hcp":
-        c = math.sqrt(8.0 / 3.0)
-        cell = np.array([[1.0, 0, 0], [-0.5, math.sqrt(3) / 2, 0], [0, 0, c]])
-        return cell, np.array([[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.75]])
-    raise ValueError(name)
-
-
-def hnf_matrices(n: int) -> list[np.ndarray]:
-    """Every lower-triangular Hermite normal form of determinant n whose rows are the
-    supercell vectors (in parent lattice coordinates): (a,0,0), (b,c,0), (d,e,f) with
-    a c f = n, 0 <= b, d < a, 0 <= e < c: one matrix per sublattice of index n."""
-    out = []
-    for a in range(1, n + 1):
-        if n % a:
-            continue
-        for c in range(1, n // a + 1):
-            if (n // a) % c:
-                continue
-            f = n // (a * c)
-            for b in range(a):
-                for d in range(a):
-                    for e in range(c):
-                        out.append(np.array([[a, 0, 0], [b, c, 0], [d, e, f]], dtype=np.int64))
-    return out
-
-
-def _is_integer(m: np.ndarray, tol: float = 1e-8) -> bool:
-    return bool(np.all(np.abs(m - np.round(m)) < tol))
-
-
-def parent_symmetry(cell: np.ndarray, basis: np.ndarray):
-    """Parent space-group operations (R acting on fractional row vectors as x R^T, t)."""
-    sym = spglib.get_symmetry((cell, basis, [1] * len(basis)), symprec=1e-5)
-    return [(np.array(r, dtype=np.int64), np.array(t, float))
-            for r, t in zip(sym["rotations"], sym["translations"], strict=True)]  # fmt: skip
-
-
-def distinct_supercells(n: int, ops) -> list[np.ndarray]:
-    """HNFs of index n, one per class of supercells equivalent under the parent rotations."""
-    rots = {tuple(r.ravel()): r for r, _ in ops}.values()
-    reps: list[np.ndarray] = []
-    for h in hnf_matrices(n):
-        hinv = [np.linalg.inv(r_.astype(float)) for r_ in reps]
-        seen = False
-        for r in rots:
-            hr = h @ r.T
-            if any(_is_integer(hr @ inv) for inv in hinv):
-                seen = True
-                break
-        if not seen:
-            reps.append(h)
-    return reps
-
-
-def site_permutations(h: np.ndarray, basis: np.ndarray, ops):
-    """Sites of supercell ``h`` (parent-fractional positions [N, 3]) and the permutations
-    [P, N] of the operations that keep it: stabilising parent operations times the parent
-    lattice translations inside it. Also the permutations of the non-trivial pure
-    translations (for the superperiodicity test)."""
-    a, c, f = int(h[0, 0]), int(h[1, 1]), int(h[2, 2])
-    g = np.array(list(itertools.product(range(a), range(c), range(f))), float)  # [n, 3]
-    x = (g[:, None, :] + basis[None, :, :]).reshape(-1, 3)  # [N, 3] parent fractional
-    hinv = np.linalg.inv(h.astype(float))
-
-    def index(xs: np.ndarray) -> np.ndarray:
-        s = xs @ hinv  # supercell fractional
-        s0 = x @ hinv
-        d = s[:, None, :] - s0[None, :, :]
-        d -= np.round(d)
-        hit = np.all(np.abs(d) < 1e-6, axis=2)
-        assert np.all(hit.sum(axis=1) == 1), "site mapping failed"
-        return np.argmax(hit, axis=1)
-
-    perms, translations = [], []
-    for r, t in ops:
-        if not _is_integer(h @ r.T @ hinv):
-            continue
-        y = x @ r.T + t
-        for gk in g:
-            perms.append(index(y + gk))
-    for gk in g[1:]:
-        translations.append(index(x + gk))
-    return x, np.unique(np.array(perms), axis=0), np.array(translations, dtype=np.int64)
-
-
-def decorations(k: int, n_sites: int, perms: np.ndarray, translations: np.ndarray,
-                min_species: int = 1) -> np.ndarray:  # fmt: skip
-    """Symmetry-distinct, non-superperiodic colourings [M, N] of N sites with k species
-    using at least ``min_species`` of them."""
-    cols = np.array(list(itertools.product(range(k), repeat=n_sites)), dtype=np.int64)
-    used = np.array([len(set(c)) for c in cols])
-    cols = cols[used >= min_species]
-    if len(cols) == 0:
-        return cols
-    w = k ** np.arange(n_sites)[::-1]
-    # a permutation p maps site i to p[i]: the colouring c becomes c' with c'[p[i]] = c[i]
-    inv = np.argsort(perms, axis=1)
-    codes = np.stack([cols[:, q] @ w for q in inv], axis=1)  # [M, P]
-    canon = codes.min(axis=1)
-    superperiodic = np.zeros(len(cols), bool)
-    for t in translations:
-        superperiodic |= np.all(cols[:, np.argsort(t)] == cols, axis=1)
-    own = cols @ w
-    keep = (~superperiodic) & (own == canon)  # one representative: the minimal code
-    return cols[keep]
-
-
-def enumerate_lattice(name: str, elements: list[str], max_atoms: int,
-                      max_atoms_all: int) -> tuple[list[Atoms], dict]:  # fmt: skip
-    """Decorations of lattice ``name`` (nearest-neighbour distance 1 Å); those using every
-    element only up to ``max_atoms_all`` atoms."""
-    cell, basis = parent_lattice(name)
-    ops = parent_symmetry(cell, basis)
-    d = len(basis)
-    out: list[Atoms] = []
-    counts: dict[int, int] = {}
-    k = len(elements)
-    for n in range(1, max_atoms // d + 1):
-        n_sites = n * d
-        for h in distinct_supercells(n, ops):
-            x, perms, trans = site_permutations(h, basis, ops)
-            cols = decorations(k, n_sites, perms, trans)
-            if n_sites > max_atoms_all and k > 2:
-                cols = cols[np.array([len(set(c)) < k for c in cols], bool)]
-            for col in cols:
-                atoms = Atoms([elements[i] for i in col], positions=x @ cell,
-                              cell=h @ cell, pbc=True)  # fmt: skip
-                hnf = "".join(str(v) for v in h[np.tril_indices(3)])
-                atoms.info["origin"] = f"{name} n={n_sites} hnf={hnf}"
-                out.append(atoms)
-            counts[n_sites] = counts.get(n_sites, 0) + len(cols)
-    return out, counts
-
-
 def prototypes(elements: list[str]) -> list[Atoms]:
     """Classic structures that are not fcc/hcp/bcc decorations (nearest neighbours ~1 Å,
     rescaled later): A15 A3B, C15 AB2, C32 AB2, C1 AB2, B1, B3, B8_1 AB; dhcp, sc, diamond
