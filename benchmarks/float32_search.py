@@ -71,8 +71,9 @@ def main() -> None:
               f"median {1000 * float(np.median(dh)):.4f}, max {1000 * float(dh.max()):.3f} "
               "meV/atom")
     for d in jobs:
-        print(f"{d}: CPU {statistics.median(cpu[d]):.2f} s, wall {statistics.median(wall[d]):.2f} s "
-              f"(median of {args.repeats}), steps {sum(r.steps for r in out[d].results)}")
+        c, w = statistics.median(cpu[d]), statistics.median(wall[d])
+        print(f"{d}: CPU {c:.2f} s, wall {w:.2f} s (median of {args.repeats}), "
+              f"steps {sum(r.steps for r in out[d].results)}")
     print(f"float32 / float64 CPU time: "
           f"{statistics.median(cpu['float32']) / statistics.median(cpu['float64']):.2f}")
 
