@@ -101,27 +101,82 @@ def prototypes(elements: list[str]) -> list[Atoms]:
             out.append(prim)
 
     for el in elements:
-        add(crystal([el, el], [(0, 0, 0), (1 / 3, 2 / 3, 0.25)], spacegroup=194,
-                    cellpar=[1, 1, 2 * math.sqrt(8 / 3), 90, 90, 120]), f"dhcp {el}")
+        add(
+            crystal(
+                [el, el],
+                [(0, 0, 0), (1 / 3, 2 / 3, 0.25)],
+                spacegroup=194,
+                cellpar=[1, 1, 2 * math.sqrt(8 / 3), 90, 90, 120],
+            ),
+            f"dhcp {el}",
+        )
         add(crystal(el, [(0, 0, 0)], spacegroup=221, cellpar=[1, 1, 1, 90, 90, 90]), f"sc {el}")
-        add(crystal(el, [(0, 0, 0)], spacegroup=227, cellpar=[2.31] * 3 + [90] * 3),
-            f"diamond {el}")
+        add(
+            crystal(el, [(0, 0, 0)], spacegroup=227, cellpar=[2.31] * 3 + [90] * 3), f"diamond {el}"
+        )
     for a, b in itertools.permutations(elements, 2):
-        add(crystal([a, b], [(0.25, 0, 0.5), (0, 0, 0)], spacegroup=223,
-                    cellpar=[2.0] * 3 + [90] * 3), f"A15 {a}3{b}")
-        add(crystal([b, a], [(0, 0, 0), (0.625, 0.625, 0.625)], spacegroup=227, setting=1,
-                    cellpar=[2.6] * 3 + [90] * 3), f"C15 {b}{a}2")
-        add(crystal([b, a], [(0, 0, 0), (1 / 3, 2 / 3, 0.5)], spacegroup=191,
-                    cellpar=[1.7, 1.7, 1.2, 90, 90, 120]), f"C32 {b}{a}2")
-        add(crystal([b, a], [(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=225,
-                    cellpar=[2.3] * 3 + [90] * 3), f"C1 {b}{a}2")
+        add(
+            crystal(
+                [a, b], [(0.25, 0, 0.5), (0, 0, 0)], spacegroup=223, cellpar=[2.0] * 3 + [90] * 3
+            ),
+            f"A15 {a}3{b}",
+        )
+        add(
+            crystal(
+                [b, a],
+                [(0, 0, 0), (0.625, 0.625, 0.625)],
+                spacegroup=227,
+                setting=1,
+                cellpar=[2.6] * 3 + [90] * 3,
+            ),
+            f"C15 {b}{a}2",
+        )
+        add(
+            crystal(
+                [b, a],
+                [(0, 0, 0), (1 / 3, 2 / 3, 0.5)],
+                spacegroup=191,
+                cellpar=[1.7, 1.7, 1.2, 90, 90, 120],
+            ),
+            f"C32 {b}{a}2",
+        )
+        add(
+            crystal(
+                [b, a],
+                [(0, 0, 0), (0.25, 0.25, 0.25)],
+                spacegroup=225,
+                cellpar=[2.3] * 3 + [90] * 3,
+            ),
+            f"C1 {b}{a}2",
+        )
         if a < b:
-            add(crystal([a, b], [(0, 0, 0), (0.5, 0.5, 0.5)], spacegroup=225,
-                        cellpar=[2.0] * 3 + [90] * 3), f"B1 {a}{b}")
-            add(crystal([a, b], [(0, 0, 0), (0.25, 0.25, 0.25)], spacegroup=216,
-                        cellpar=[2.31] * 3 + [90] * 3), f"B3 {a}{b}")
-        add(crystal([a, b], [(0, 0, 0), (1 / 3, 2 / 3, 0.25)], spacegroup=194,
-                    cellpar=[1.0, 1.0, 1.6, 90, 90, 120]), f"B8_1 {a}{b}")
+            add(
+                crystal(
+                    [a, b],
+                    [(0, 0, 0), (0.5, 0.5, 0.5)],
+                    spacegroup=225,
+                    cellpar=[2.0] * 3 + [90] * 3,
+                ),
+                f"B1 {a}{b}",
+            )
+            add(
+                crystal(
+                    [a, b],
+                    [(0, 0, 0), (0.25, 0.25, 0.25)],
+                    spacegroup=216,
+                    cellpar=[2.31] * 3 + [90] * 3,
+                ),
+                f"B3 {a}{b}",
+            )
+        add(
+            crystal(
+                [a, b],
+                [(0, 0, 0), (1 / 3, 2 / 3, 0.25)],
+                spacegroup=194,
+                cellpar=[1.0, 1.0, 1.6, 90, 90, 120],
+            ),
+            f"B8_1 {a}{b}",
+        )
     return out
 
 
@@ -253,17 +308,23 @@ def brute_force(elements, args, cfg, work: Path | None) -> tuple[list[Atoms], di
         structures += res.structures
         if res.failures:
             failures[formula] = len(res.failures)
-    log(f"random search: {len(structures)} structures for {len(cells)} cell compositions "
+    log(
+        f"random search: {len(structures)} structures for {len(cells)} cell compositions "
         f"({sum(failures.values())} not generated) in "
-        f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     results = relax_structures(
-        structures, ASEPotential(EMT), cfg.campaign.pressure, cfg.relax,
+        structures,
+        ASEPotential(EMT),
+        cfg.campaign.pressure,
+        cfg.relax,
         progress=lambda d, n: d % 200 == 0 and log(f"random search: relaxed {d}/{n}"),
-    )  # fmt: skip
+    )
     calls = sum(r.steps + 1 for r in results)
-    status = {s: sum(r.status == s for r in results) for s in ("converged", "max_steps",
-                                                                "unphysical")}  # fmt: skip
+    status = {
+        s: sum(r.status == s for r in results) for s in ("converged", "max_steps", "unphysical")
+    }
     meta = {
         "cell_compositions": len(cells),
         "per_cell": args.per_cell,
@@ -282,8 +343,11 @@ def brute_force(elements, args, cfg, work: Path | None) -> tuple[list[Atoms], di
             continue
         a = r.atoms.copy()
         a.calc = None
-        a.info = {"origin": s.info["origin"], "brute_status": r.status,
-                  "brute_enthalpy": float(r.enthalpy)}  # fmt: skip
+        a.info = {
+            "origin": s.info["origin"],
+            "brute_status": r.status,
+            "brute_enthalpy": float(r.enthalpy),
+        }
         out.append(a)
     log(f"random search: {calls} EMT calls, {status}")
     if cache is not None:
@@ -292,8 +356,13 @@ def brute_force(elements, args, cfg, work: Path | None) -> tuple[list[Atoms], di
     return out, meta
 
 
-def relax_all(cands: list[Atoms], counter: Counter, work: Path | None, name: str,
-              seeds: list[int] | None = None) -> list[Atoms]:  # fmt: skip
+def relax_all(
+    cands: list[Atoms],
+    counter: Counter,
+    work: Path | None,
+    name: str,
+    seeds: list[int] | None = None,
+) -> list[Atoms]:
     """Tight relaxation of every candidate, or with ``seeds`` of a rattled copy of each
     (rattled with that seed); resumed from ``work/<name>.extxyz`` (by index, or by seed)."""
     path = work / f"{name}.extxyz" if work else None
@@ -353,9 +422,11 @@ def distinct(structures: list[Atoms], idx: list[int]) -> list[int]:
 
 def hull_of(structures: list[Atoms], elements: list[str]):
     ok = [i for i, a in enumerate(structures) if math.isfinite(a.info["energy_per_atom"])]
-    hull = build_hull([key_of(structures[i]) for i in ok],
-                      [structures[i].info["energy_per_atom"] for i in ok],
-                      elements=elements)  # fmt: skip
+    hull = build_hull(
+        [key_of(structures[i]) for i in ok],
+        [structures[i].info["energy_per_atom"] for i in ok],
+        elements=elements,
+    )
     return hull, ok
 
 
@@ -363,21 +434,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("elements", nargs="+", help="the system's elements, e.g. Cu Au")
     ap.add_argument("--max-atoms", type=int, default=8)
-    ap.add_argument("--ternary-max-atoms", type=int, default=None,
-                    help="enumerate decorations using every element (3+) only up to this many "
-                    "atoms (default --max-atoms)")  # fmt: skip
-    ap.add_argument("--lattices", default="fcc,hcp,bcc",
-                    help="parent lattices, each optionally with its own atom limit "
-                    "(e.g. fcc,hcp,bcc:4; default --max-atoms)")  # fmt: skip
+    ap.add_argument(
+        "--ternary-max-atoms",
+        type=int,
+        default=None,
+        help="enumerate decorations using every element (3+) only up to this many "
+        "atoms (default --max-atoms)",
+    )
+    ap.add_argument(
+        "--lattices",
+        default="fcc,hcp,bcc",
+        help="parent lattices, each optionally with its own atom limit "
+        "(e.g. fcc,hcp,bcc:4; default --max-atoms)",
+    )
     ap.add_argument("--per-cell", type=int, default=10, help="random cells per cell composition")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rattles", type=int, default=3)
-    ap.add_argument("--rattle-window", type=float, default=math.inf,
-                    help="rattle only distinct structures within this many meV/atom of the "
-                    "first tight hull (default: all)")  # fmt: skip
+    ap.add_argument(
+        "--rattle-window",
+        type=float,
+        default=math.inf,
+        help="rattle only distinct structures within this many meV/atom of the "
+        "first tight hull (default: all)",
+    )
     ap.add_argument("--window", type=float, default=10.0, help="meV/atom written out")
-    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                    help="[generate] and [relax] of the random search come from it")
+    ap.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="[generate] and [relax] of the random search come from it",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--work", type=Path, help="intermediate results (a killed run resumes)")
     ap.add_argument("--no-random", action="store_true", help="skip (b) (for a quick look)")
@@ -423,8 +509,10 @@ def main() -> None:
     protos = [p for p in prototypes(elements) if len(p) <= args.max_atoms]
     for a in protos:
         a.info["source"] = "prototype"
-    log(f"enumeration: {len(enum)} decorations + {len(protos)} prototypes in "
-        f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+    log(
+        f"enumeration: {len(enum)} decorations + {len(protos)} prototypes in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     starts = [scale_to_volume(a, vol) for a in enum + protos]
     for s, a in zip(starts, enum + protos, strict=True):
         s.info.update(a.info)
@@ -447,9 +535,11 @@ def main() -> None:
     e_hull[ok] = hull.e_hull
     reps = distinct(first, ok)
     to_rattle = [i for i in reps if e_hull[i] * 1000 <= args.rattle_window]
-    log(f"tight relaxation: {len(first)} candidates, {len(reps)} distinct, "
+    log(
+        f"tight relaxation: {len(first)} candidates, {len(reps)} distinct, "
         f"{counter.calls - calls0} EMT calls, {time.perf_counter() - t0:.0f} s; rattling "
-        f"{len(to_rattle)} x {args.rattles}")  # fmt: skip
+        f"{len(to_rattle)} x {args.rattles}"
+    )
     rattle_cands = [first[i] for i in to_rattle for _ in range(args.rattles)]
     rattle_seeds = [1000 * i + k for i in to_rattle for k in range(args.rattles)]
     rattle_res = relax_all(rattle_cands, counter, args.work, "rattle", seeds=rattle_seeds)
@@ -458,8 +548,9 @@ def main() -> None:
         i = to_rattle[j // args.rattles]
         if r.info["energy_per_atom"] < best[i].info["energy_per_atom"] - 1e-7:
             best[i] = r
-    improved = sum(best[i].info["energy_per_atom"] < first[i].info["energy_per_atom"] - 1e-5
-                   for i in to_rattle)  # fmt: skip
+    improved = sum(
+        best[i].info["energy_per_atom"] < first[i].info["energy_per_atom"] - 1e-5 for i in to_rattle
+    )
     for b, c, src in zip(best, cands, sources, strict=True):
         b.info["source"] = src
         b.info["origin"] = c.info.get("origin", "")
@@ -467,8 +558,10 @@ def main() -> None:
     # CPU seconds of every tight relaxation, summed over resumed runs (0 for files written
     # before this was recorded)
     tight_cpu = sum(float(a.info.get("cpu_s", 0.0)) for a in list(first) + list(rattle_res))
-    log(f"rattles: {improved} lowered by more than 0.01 meV/atom; {tight_calls} EMT calls "
-        "in all tight relaxations")  # fmt: skip
+    log(
+        f"rattles: {improved} lowered by more than 0.01 meV/atom; {tight_calls} EMT calls "
+        "in all tight relaxations"
+    )
 
     # hull of everything, the stable set and the structures near it
     hull, ok = hull_of(best, elements)
@@ -482,18 +575,27 @@ def main() -> None:
     for m in hull.stable_indices:
         i = ok[m]
         k, e = key_of(best[i]), best[i].info["energy_per_atom"]
-        ties = [j for j in ok
-                if key_of(best[j]) == k and best[j].info["energy_per_atom"] < e + 1e-6]
-        pick = min(ties, key=lambda j: (rank[best[j].info["source"]], len(best[j]),
-                                        best[j].info["energy_per_atom"]))  # fmt: skip
+        ties = [
+            j for j in ok if key_of(best[j]) == k and best[j].info["energy_per_atom"] < e + 1e-6
+        ]
+        pick = min(
+            ties,
+            key=lambda j: (
+                rank[best[j].info["source"]],
+                len(best[j]),
+                best[j].info["energy_per_atom"],
+            ),
+        )
         near = [pick if j == i else j for j in near]
     # everything written is computed on the written file's own hull (what the tests and
     # discovery.py rebuild from it)
     whull, wok = hull_of([best[i] for i in near], elements)
     assert len(wok) == len(near)
     if sorted(whull.stable_keys) != sorted(hull.stable_keys):
-        sys.exit(f"the written structures' hull {whull.stable_keys} differs from the full "
-                 f"hull {hull.stable_keys} (a phase within 1e-6 eV/atom of the hull)")  # fmt: skip
+        sys.exit(
+            f"the written structures' hull {whull.stable_keys} differs from the full "
+            f"hull {hull.stable_keys} (a phase within 1e-6 eV/atom of the hull)"
+        )
     e_hull_of = {near[m]: float(whull.e_hull[m]) for m in range(len(near))}
     form_of = {near[m]: float(whull.formation[m]) for m in range(len(near))}
     stable_idx = {near[m] for m in whull.stable_indices}
@@ -518,20 +620,27 @@ def main() -> None:
     for i in sorted(stable_idx, key=lambda i: form_of[i]):
         k = key_of(best[i])
         e = best[i].info["energy_per_atom"]
-        found_by = sorted({best[j].info["source"] for j in ok
-                           if key_of(best[j]) == k and best[j].info["energy_per_atom"] < e + 1e-5})
+        found_by = sorted(
+            {
+                best[j].info["source"]
+                for j in ok
+                if key_of(best[j]) == k and best[j].info["energy_per_atom"] < e + 1e-5
+            }
+        )
         sg, num = space_group(best[i])
-        stable.append({
-            "composition": k,
-            "formation_energy_mev": round(form_of[i] * 1000, 3),
-            "energy_per_atom": round(e, 7),
-            "space_group": sg,
-            "space_group_number": num,
-            "atoms": len(best[i]),
-            "source": best[i].info["source"],
-            "origin": best[i].info["origin"],
-            "found_by": found_by,
-        })  # fmt: skip
+        stable.append(
+            {
+                "composition": k,
+                "formation_energy_mev": round(form_of[i] * 1000, 3),
+                "energy_per_atom": round(e, 7),
+                "space_group": sg,
+                "space_group_number": num,
+                "atoms": len(best[i]),
+                "source": best[i].info["source"],
+                "origin": best[i].info["origin"],
+                "found_by": found_by,
+            }
+        )
     # the best entry of every composition (enumeration and random separately)
     per_comp: dict[str, dict[str, float]] = {}
     for m, i in enumerate(ok):
@@ -581,12 +690,16 @@ def main() -> None:
     )  # numpy scalars as Python numbers
     log(f"wrote {args.out / system}.extxyz ({len(out_structures)} structures) and .json")
     for s in stable:
-        print(f"{s['composition']:<10} {s['formation_energy_mev']:9.3f} meV/atom  "
-              f"{s['space_group']:<10} {s['atoms']} atoms  {s['source']} ({s['origin']}); "
-              f"found by {', '.join(s['found_by'])}")  # fmt: skip
+        print(
+            f"{s['composition']:<10} {s['formation_energy_mev']:9.3f} meV/atom  "
+            f"{s['space_group']:<10} {s['atoms']} atoms  {s['source']} ({s['origin']}); "
+            f"found by {', '.join(s['found_by'])}"
+        )
     if brute:
-        print(f"brute force: {brute['emt_calls']} EMT calls for {brute['structures']} random "
-              f"cells ({brute['per_cell']} per cell composition)")  # fmt: skip
+        print(
+            f"brute force: {brute['emt_calls']} EMT calls for {brute['structures']} random "
+            f"cells ({brute['per_cell']} per cell composition)"
+        )
 
 
 if __name__ == "__main__":

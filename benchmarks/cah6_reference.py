@@ -26,8 +26,14 @@ def cah6_im3m(a: float = 3.50) -> Atoms:
     """Primitive (7-atom) cell of Im-3m CaH6: Ca 2a, H 12d (1/4, 0, 1/2) in the cubic cell."""
     frac = [(0, 0, 0), (0.5, 0.5, 0.5)]
     h = []
-    for x, y, z in [(0.25, 0, 0.5), (0.75, 0, 0.5), (0.5, 0.25, 0), (0.5, 0.75, 0),
-                    (0, 0.5, 0.25), (0, 0.5, 0.75)]:  # fmt: skip
+    for x, y, z in [
+        (0.25, 0, 0.5),
+        (0.75, 0, 0.5),
+        (0.5, 0.25, 0),
+        (0.5, 0.75, 0),
+        (0, 0.5, 0.25),
+        (0, 0.5, 0.75),
+    ]:
         h += [(x, y, z), ((x + 0.5) % 1, (y + 0.5) % 1, (z + 0.5) % 1)]
     conv = Atoms("Ca2H12", scaled_positions=frac + h, cell=[a, a, a], pbc=True)
     lat, pos, num = spglib.find_primitive(
@@ -44,17 +50,21 @@ def main() -> None:
     sg = spglib.get_spacegroup((prim.cell.array, prim.get_scaled_positions(), prim.numbers))
     print(f"start: {prim.get_chemical_formula()} {sg}, {prim.get_volume() / len(prim):.3f} Å3/atom")
     ex = make_executor(ExecutorConfig(kind="inline"))
-    (r,) = relax_with_oracle(oracle, [prim], ["CaH6-Im-3m"], cfg.campaign.pressure,
-                             cfg.final.fmax, 100, ex)  # fmt: skip
+    (r,) = relax_with_oracle(
+        oracle, [prim], ["CaH6-Im-3m"], cfg.campaign.pressure, cfg.final.fmax, 100, ex
+    )
     ex.close()
     p = cfg.campaign.pressure * GPA
     n = len(r.atoms)
-    sg = spglib.get_spacegroup((r.atoms.cell.array, r.atoms.get_scaled_positions(),
-                                r.atoms.numbers), symprec=0.05)  # fmt: skip
+    sg = spglib.get_spacegroup(
+        (r.atoms.cell.array, r.atoms.get_scaled_positions(), r.atoms.numbers), symprec=0.05
+    )
     print(f"{r.status} after {r.steps} steps, {r.calls} calls; {sg}")
-    print(f"H = (E0 + PV)/N = {(r.energy_zero + p * r.atoms.get_volume()) / n:.5f} eV/atom; "
-          f"V = {r.atoms.get_volume() / n:.3f} Å3/atom; "
-          f"P = {-np.trace(r.stress) / 3 / GPA:.1f} GPa")
+    print(
+        f"H = (E0 + PV)/N = {(r.energy_zero + p * r.atoms.get_volume()) / n:.5f} eV/atom; "
+        f"V = {r.atoms.get_volume() / n:.3f} Å3/atom; "
+        f"P = {-np.trace(r.stress) / 3 / GPA:.1f} GPa"
+    )
 
 
 if __name__ == "__main__":

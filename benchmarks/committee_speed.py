@@ -44,12 +44,14 @@ def cuau_labels(n: int, rng: np.random.Generator) -> list[Atoms]:
         if rng.random() < 0.5:
             atoms = atoms.repeat((2, 1, 1))
         atoms.numbers = rng.choice([29, 79], size=len(atoms))
-        atoms.set_cell(atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.03, (3, 3))),
-                       scale_atoms=True)
+        atoms.set_cell(
+            atoms.cell.array @ (np.eye(3) + rng.normal(0, 0.03, (3, 3))), scale_atoms=True
+        )
         atoms.positions += rng.normal(0, 0.1, atoms.positions.shape)
         atoms.calc = EMT()
-        out.append(labelled(atoms, atoms.get_potential_energy(), atoms.get_forces(),
-                            atoms.get_stress()))
+        out.append(
+            labelled(atoms, atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
+        )
     return out
 
 
@@ -70,36 +72,56 @@ def main() -> None:
 
     w0, c0 = time.perf_counter(), time.process_time()
     _, report = train(data, model_cfg, train_cfg)
-    print(json.dumps({
-        "run": "one model, this process", "steps": train_cfg.steps, "labels": len(data),
-        "wall_s": round(time.perf_counter() - w0, 2),
-        "cpu_s": round(time.process_time() - c0, 2),
-        "train_s": round(report.seconds, 2),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "run": "one model, this process",
+                "steps": train_cfg.steps,
+                "labels": len(data),
+                "wall_s": round(time.perf_counter() - w0, 2),
+                "cpu_s": round(time.process_time() - c0, 2),
+                "train_s": round(report.seconds, 2),
+            }
+        ),
+        flush=True,
+    )
 
     seeds = list(range(1, args.members + 1))
     w0, c0 = time.perf_counter(), time.process_time()
     members = train_committee(data, [model_cfg] * args.members, train_cfg, seeds, args.workers)
-    print(json.dumps({
-        "run": f"committee of {args.members}, {args.workers} workers", "steps": train_cfg.steps,
-        "labels": len(data), "wall_s": round(time.perf_counter() - w0, 2),
-        "cpu_s": round(time.process_time() - c0, 2),
-        "member_train_s": [round(r.seconds, 2) for _, r in members],
-        "member_validation_force_mev_per_a": [
-            round(r.validation.force_mev_per_a, 1) for _, r in members if r.validation
-        ],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "run": f"committee of {args.members}, {args.workers} workers",
+                "steps": train_cfg.steps,
+                "labels": len(data),
+                "wall_s": round(time.perf_counter() - w0, 2),
+                "cpu_s": round(time.process_time() - c0, 2),
+                "member_train_s": [round(r.seconds, 2) for _, r in members],
+                "member_validation_force_mev_per_a": [
+                    round(r.validation.force_mev_per_a, 1) for _, r in members if r.validation
+                ],
+            }
+        ),
+        flush=True,
+    )
 
     committee = Committee([m for m, _ in members])
     w0 = time.perf_counter()
     ev = committee.evaluate(data)
     wall = time.perf_counter() - w0
-    print(json.dumps({
-        "run": f"committee of {args.members}, evaluate the labels", "wall_s": round(wall, 3),
-        "structures_per_s": round(len(data) / wall, 1),
-        "median_force_deviation": round(float(np.median(ev.force_deviation)), 4),
-        "median_energy_std_mev": round(1e3 * float(np.median(ev.energy_std)), 2),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "run": f"committee of {args.members}, evaluate the labels",
+                "wall_s": round(wall, 3),
+                "structures_per_s": round(len(data) / wall, 1),
+                "median_force_deviation": round(float(np.median(ev.force_deviation)), 4),
+                "median_energy_std_mev": round(1e3 * float(np.median(ev.energy_std)), 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

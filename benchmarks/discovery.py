@@ -145,8 +145,9 @@ class BestKnown:
         keys = [a.info["composition"] for a in self.structures]
         e = [a.get_potential_energy() / len(a) for a in self.structures]
         self.hull = build_hull(keys, e, elements=self.elements)
-        self.stable = {self.hull.keys[self.hull.comp_index[i]]: int(i)
-                       for i in self.hull.stable_indices}  # fmt: skip
+        self.stable = {
+            self.hull.keys[self.hull.comp_index[i]]: int(i) for i in self.hull.stable_indices
+        }
         if set(self.stable) != set(self.data["stable_set"]):
             sys.exit(f"discovery: {xpath} and {jpath} disagree on the stable set")
         self.mu = {el: float(self.hull.enthalpy[self.stable[el]]) for el in self.elements}
@@ -197,8 +198,13 @@ def run_campaign(directory: Path, text: str, base_dir: Path, quiet: bool) -> dic
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     timing = {
         "wall_s": round(time.perf_counter() - t0, 1),
-        "cpu_s": round(time.process_time() - c0 + (ch1.ru_utime - ch0.ru_utime)
-                       + (ch1.ru_stime - ch0.ru_stime), 1),  # fmt: skip
+        "cpu_s": round(
+            time.process_time()
+            - c0
+            + (ch1.ru_utime - ch0.ru_utime)
+            + (ch1.ru_stime - ch0.ru_stime),
+            1,
+        ),
         "resumed": resumed,
     }
     stamp.write_text(json.dumps(timing))
@@ -224,15 +230,16 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
         else:
             h = lh.hull
             found = {h.keys[h.comp_index[i]]: float(h.enthalpy[i]) for i in h.stable_indices}
-            found_sid = {h.keys[h.comp_index[i]]: lh.structure_id(int(i))
-                         for i in h.stable_indices}  # fmt: skip
+            found_sid = {h.keys[h.comp_index[i]]: lh.structure_id(int(i)) for i in h.stable_indices}
             lowest = {h.keys[c]: float(h.enthalpy[h.best_index[c]]) for c in range(len(h.keys))}
         phases = {}
         errors = []
         for key in sorted(best.stable):
             ref = best.reference(key)
-            row = {"best_known_mev": round(best.formation(key) * 1000, 3),
-                   "stable_in_campaign": key in found}  # fmt: skip
+            row = {
+                "best_known_mev": round(best.formation(key) * 1000, 3),
+                "stable_in_campaign": key in found,
+            }
             if key in lowest:
                 row["campaign_mev"] = round((lowest[key] - ref) * 1000, 3)
                 row["error_mev"] = round((lowest[key] - ref - best.formation(key)) * 1000, 3)
@@ -251,8 +258,9 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
         result = {
             "exact_set": not missed and not extra,
             # the campaign's stable phases, formation energies on the best-known terminals
-            "stable_mev": {k: round((e - best.reference(k)) * 1000, 3)
-                           for k, e in sorted(found.items())},  # fmt: skip
+            "stable_mev": {
+                k: round((e - best.reference(k)) * 1000, 3) for k, e in sorted(found.items())
+            },
             "missed": missed,
             "outside_composition_space": outside,  # best-known phases it cannot find
             "extra": extra,
@@ -261,8 +269,9 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
             "below_best_known_hull_mev": below,
             "oracle_calls": calls,
             "oracle_calls_by_stage": calls_by_stage,
-            "share_of_brute_force": (round(calls / best.brute_calls, 4)
-                                     if best.brute_calls else None),  # fmt: skip
+            "share_of_brute_force": (
+                round(calls / best.brute_calls, 4) if best.brute_calls else None
+            ),
             "iterations": iterations,
             "labels": store.count("labels"),
             "acnn_relaxations": store.count("relaxations"),
@@ -279,8 +288,9 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
 
 def _matcher() -> StructureMatcher:
     # volume-normalised (ACNN and EMT volumes differ), pymatgen's default tolerances
-    return StructureMatcher(ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=True,
-                            attempt_supercell=True)  # fmt: skip
+    return StructureMatcher(
+        ltol=0.2, stol=0.3, angle_tol=5, primitive_cell=True, scale=True, attempt_supercell=True
+    )
 
 
 class _Classifier:
@@ -332,34 +342,49 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
         peers = [j for j in own if rel["iteration"][j] == it and rel["status"][j] == "converged"]
         rank = 1 + sum(rel["enthalpy_per_atom"][j] < rel["enthalpy_per_atom"][k] for j in peers)
         sid = int(rel["structure_id"][k])
-        hits.append({
-            "iteration": it, "structure_id": sid, "acnn_rank": int(rank),
-            "of": len(peers), "labelled": sid in labelled,
-            "final_relaxed": sid in final,
-        })  # fmt: skip
+        hits.append(
+            {
+                "iteration": it,
+                "structure_id": sid,
+                "acnn_rank": int(rank),
+                "of": len(peers),
+                "labelled": sid in labelled,
+                "final_relaxed": sid in final,
+            }
+        )
     # every labelled structure of the composition that is the best-known structure
-    data = [a for a in store.training_set(cfg.oracle.name)
-            if composition_key(a.get_chemical_formula()) == key]  # fmt: skip
+    data = [
+        a
+        for a in store.training_set(cfg.oracle.name)
+        if composition_key(a.get_chemical_formula()) == key
+    ]
     lab_hits = []
     for a in data:
         if cls.is_target(a):
-            lab_hits.append({
-                "structure_id": int(a.info["structure_id"]), "origin": a.info["origin"],
-                "iteration": int(a.info["iteration"]),
-                "formation_mev": round((a.get_potential_energy() / len(a)
-                                        - best.reference(key)) * 1000, 3),
-            })  # fmt: skip
+            lab_hits.append(
+                {
+                    "structure_id": int(a.info["structure_id"]),
+                    "origin": a.info["origin"],
+                    "iteration": int(a.info["iteration"]),
+                    "formation_mev": round(
+                        (a.get_potential_energy() / len(a) - best.reference(key)) * 1000, 3
+                    ),
+                }
+            )
     instead = None
     if data:
         low = min(data, key=lambda a: a.get_potential_energy() / len(a))
         from alcsp.campaign import _space_group
 
         instead = {
-            "structure_id": int(low.info["structure_id"]), "origin": low.info["origin"],
-            "space_group": _space_group(low), "atoms": len(low),
-            "formation_mev": round((low.get_potential_energy() / len(low)
-                                    - best.reference(key)) * 1000, 3),
-        }  # fmt: skip
+            "structure_id": int(low.info["structure_id"]),
+            "origin": low.info["origin"],
+            "space_group": _space_group(low),
+            "atoms": len(low),
+            "formation_mev": round(
+                (low.get_potential_energy() / len(low) - best.reference(key)) * 1000, 3
+            ),
+        }
     iters = sorted({int(rel["iteration"][k]) for k in own})
     return {
         "acnn_relaxations": int(len(own)),
@@ -388,12 +413,15 @@ def _stable_from(store, cls: _Classifier, sid: int | None) -> dict | None:
     rel = store.relaxations(method="acnn")
     idx = np.nonzero(rel["structure_id"] == rec.parent_id)[0]
     return {
-        "structure_id": sid, "oracle_relaxed": True, "stage": rec.stage,
+        "structure_id": sid,
+        "oracle_relaxed": True,
+        "stage": rec.stage,
         "start_id": int(rec.parent_id),
         "start_iteration": int(rel["iteration"][idx[0]]) if len(idx) else None,
-        "start_is_best_known": cls.is_target(start), "steps": int(rec.steps),
+        "start_is_best_known": cls.is_target(start),
+        "steps": int(rec.steps),
         "status": rec.status,
-    }  # fmt: skip
+    }
 
 
 # ---------------------------------------------------------------------------- main
@@ -412,14 +440,18 @@ def _provenance() -> dict:
     import alcsp
 
     src = Path(alcsp.__file__).resolve().parent
-    info = {"alcsp": alcsp.__version__, "alcsp_path": str(src),
-            "pythonpath": os.environ.get("PYTHONPATH")}  # fmt: skip
+    info = {
+        "alcsp": alcsp.__version__,
+        "alcsp_path": str(src),
+        "pythonpath": os.environ.get("PYTHONPATH"),
+    }
     try:
-        info["commit"] = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"],
-                                        capture_output=True, text=True,
-                                        check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "."],
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+        info["commit"] = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "."], capture_output=True, text=True
+        ).stdout.strip()
         info["src_modified"] = bool(dirty)
     except (subprocess.CalledProcessError, FileNotFoundError):
         info["commit"] = None  # e.g. a snapshot of src outside a repository
@@ -434,33 +466,48 @@ def main() -> None:
     ap.add_argument("--config", type=Path, help="campaign config to derive from")
     ap.add_argument("--keep", type=Path, help="campaign directories here (reused if finished)")
     ap.add_argument("--json", type=Path, help="write the results here")
-    ap.add_argument("--tol", type=float, default=1.0,
-                    help="meV/atom: a found phase further than this from the best-known "
-                    "energy is diagnosed like a miss")  # fmt: skip
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=1.0,
+        help="meV/atom: a found phase further than this from the best-known "
+        "energy is diagnosed like a miss",
+    )
     ap.add_argument("--no-diagnose", action="store_true")
-    ap.add_argument("--best-known", type=Path, default=BEST_KNOWN,
-                    help="folder of the best-known hulls (default benchmarks/data/best-known)")
+    ap.add_argument(
+        "--best-known",
+        type=Path,
+        default=BEST_KNOWN,
+        help="folder of the best-known hulls (default benchmarks/data/best-known)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no campaign log lines")
     args = ap.parse_args()
 
     best = BestKnown(args.system, args.best_known)
     if args.config is None:
-        args.config = (ROOT / "examples" / "demo-cuau-emt.toml" if args.system == "Cu-Au"
-                       else ROOT / "benchmarks" / f"discovery-{args.system}.toml")  # fmt: skip
+        args.config = (
+            ROOT / "examples" / "demo-cuau-emt.toml"
+            if args.system == "Cu-Au"
+            else ROOT / "benchmarks" / f"discovery-{args.system}.toml"
+        )
     if not args.config.is_file():
         sys.exit(f"discovery: config {args.config} does not exist")
     elements = tuple(tomllib.loads(args.config.read_text())["compositions"]["elements"])
     if set(elements) != set(best.elements):
-        sys.exit(f"discovery: {args.config} is for {elements}, the best-known hull for "
-                 f"{best.elements}")  # fmt: skip
+        sys.exit(
+            f"discovery: {args.config} is for {elements}, the best-known hull for {best.elements}"
+        )
     seeds = _seeds(args.seeds)
     rules = [r.strip() for r in args.rules.split(",") if r.strip()]
     texts = {(s, r): config_for(args.config, s, r) for s in seeds for r in rules}  # all first
     root = args.keep or Path(tempfile.mkdtemp(prefix=f"discovery-{args.system}-"))
     root.mkdir(parents=True, exist_ok=True)
-    log(f"best-known {args.system}: " + ", ".join(
-        f"{k} {best.formation(k) * 1000:.2f}" for k in sorted(best.stable)) + " meV/atom; "
-        f"brute force {best.brute_calls} EMT calls; campaigns in {root}")  # fmt: skip
+    log(
+        f"best-known {args.system}: "
+        + ", ".join(f"{k} {best.formation(k) * 1000:.2f}" for k in sorted(best.stable))
+        + " meV/atom; "
+        f"brute force {best.brute_calls} EMT calls; campaigns in {root}"
+    )
 
     runs = []
     for s in seeds:
@@ -473,12 +520,18 @@ def main() -> None:
             runs.append(res)
             print(_line(res), flush=True)
             if res["below_best_known_hull_mev"]:
-                print("!" * 78 + "\n!!! BEST-KNOWN HULL WRONG: the campaign found "
-                      + ", ".join(f"{k} {v:+.2f} meV/atom" for k, v in
-                                  res["below_best_known_hull_mev"].items())
-                      + " below the best-known hull.\n!!! Re-establish "
-                      f"benchmarks/data/best-known/{args.system} (benchmarks/best_known.py)."
-                      "\n" + "!" * 78, flush=True)  # fmt: skip
+                print(
+                    "!" * 78
+                    + "\n!!! BEST-KNOWN HULL WRONG: the campaign found "
+                    + ", ".join(
+                        f"{k} {v:+.2f} meV/atom"
+                        for k, v in res["below_best_known_hull_mev"].items()
+                    )
+                    + " below the best-known hull.\n!!! Re-establish "
+                    f"benchmarks/data/best-known/{args.system} (benchmarks/best_known.py)."
+                    "\n" + "!" * 78,
+                    flush=True,
+                )
             for k, dg in (res.get("diagnosis") or {}).items():
                 if dg["lost"]:
                     print("    " + _diag_line(k, dg), flush=True)
@@ -487,10 +540,12 @@ def main() -> None:
     print()
     summary = _summary(rules, runs)
     for r, sm in summary.items():
-        print(f"{r}: exact stable set in {sm['exact']}/{sm['seeds']} seeds; median oracle "
-              f"calls {sm['median_calls']} ({sm['median_share']:.2%} of the brute force); "
-              f"median max error of found phases {sm['median_max_error_mev']} "
-              "meV/atom")  # fmt: skip
+        print(
+            f"{r}: exact stable set in {sm['exact']}/{sm['seeds']} seeds; median oracle "
+            f"calls {sm['median_calls']} ({sm['median_share']:.2%} of the brute force); "
+            f"median max error of found phases {sm['median_max_error_mev']} "
+            "meV/atom"
+        )
     if any(run["below_best_known_hull_mev"] for run in runs):
         print("!!! at least one campaign went below the best-known hull: see above")
     if args.json:
@@ -505,29 +560,43 @@ def _line(r: dict) -> str:
     parts = [f"seed {r['seed']:>3} {r['rule']:<10} {exact:<16}"]
     if r["missed"]:
         out = set(r["outside_composition_space"])
-        parts.append("missed " + ",".join(k + (" (outside its compositions)" if k in out else "")
-                                          for k in r["missed"]))  # fmt: skip
+        parts.append(
+            "missed "
+            + ",".join(k + (" (outside its compositions)" if k in out else "") for k in r["missed"])
+        )
     if r["extra"]:
         parts.append("extra " + ",".join(r["extra"]))
     err = r["max_abs_error_mev"]
     parts.append(f"max |dE| found {err:.2f} meV/atom" if err is not None else "max |dE| -")
     share = r["share_of_brute_force"]
-    parts.append(f"{r['oracle_calls']} oracle calls"
-                 + (f" ({share:.2%} of brute force)" if share is not None else ""))  # fmt: skip
+    parts.append(
+        f"{r['oracle_calls']} oracle calls"
+        + (f" ({share:.2%} of brute force)" if share is not None else "")
+    )
     parts.append(f"{r['iterations']} iterations, wall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s")
     return " | ".join(parts)
 
 
 def _diag_line(key: str, d: dict) -> str:
-    gen = (f"best-known structure generated {d['generated']}x (best ACNN rank "
-           f"{d['best_acnn_rank']})" if d["generated"] else "best-known structure never "
-           f"generated in {d['acnn_relaxations']} ACNN relaxations of {key}")  # fmt: skip
-    lab = (f"labelled {d['labelled']}x (lowest of those "
-           f"{min(x['formation_mev'] for x in d['labelled_as']):.2f} meV/atom)"
-           if d["labelled"] else "never labelled")  # fmt: skip
+    gen = (
+        f"best-known structure generated {d['generated']}x (best ACNN rank {d['best_acnn_rank']})"
+        if d["generated"]
+        else "best-known structure never "
+        f"generated in {d['acnn_relaxations']} ACNN relaxations of {key}"
+    )
+    lab = (
+        f"labelled {d['labelled']}x (lowest of those "
+        f"{min(x['formation_mev'] for x in d['labelled_as']):.2f} meV/atom)"
+        if d["labelled"]
+        else "never labelled"
+    )
     low = d["lowest_label"]
-    inst = (f"; lowest label {low['formation_mev']:.2f} meV/atom ({low['space_group']}, "
-            f"{low['atoms']} atoms, {low['origin']})" if low else "; no label")  # fmt: skip
+    inst = (
+        f"; lowest label {low['formation_mev']:.2f} meV/atom ({low['space_group']}, "
+        f"{low['atoms']} atoms, {low['origin']})"
+        if low
+        else "; no label"
+    )
     return f"{key}: {gen}; {lab}{inst}"
 
 
@@ -544,8 +613,10 @@ def _summary(rules: list[str], runs: list[dict]) -> dict:
             "median_calls": statistics.median(x["oracle_calls"] for x in rr),
             "median_share": statistics.median(x["share_of_brute_force"] or 0 for x in rr),
             "median_max_error_mev": round(statistics.median(errs), 3) if errs else None,
-            "missed": {k: sum(k in x["missed"] for x in rr)
-                       for k in sorted({k for x in rr for k in x["missed"]})},  # fmt: skip
+            "missed": {
+                k: sum(k in x["missed"] for x in rr)
+                for k in sorted({k for x in rr for k in x["missed"]})
+            },
             "median_wall_s": statistics.median(x["wall_s"] for x in rr),
         }
     return out

@@ -57,25 +57,36 @@ def main() -> None:
             wall[d].append(time.perf_counter() - t0)
             cpu[d].append(time.process_time() - c0)
     r64, r32 = out["float64"].results, out["float32"].results
-    both = [k for k in range(len(starts))
-            if r64[k].status == "converged" and r32[k].status == "converged"]  # fmt: skip
+    both = [
+        k
+        for k in range(len(starts))
+        if r64[k].status == "converged" and r32[k].status == "converged"
+    ]
     dh = np.array([abs(r64[k].enthalpy - r32[k].enthalpy) for k in both])  # eV/atom
     changed = sum(r64[k].status != r32[k].status for k in range(len(starts)))
     n_atoms = sum(len(a) for a in starts)
-    print(f"{len(starts)} structures ({n_atoms} atoms) of {args.directory} iteration "
-          f"{args.iteration}, {cfg.campaign.pressure} GPa, model {Path(model).name}")
+    print(
+        f"{len(starts)} structures ({n_atoms} atoms) of {args.directory} iteration "
+        f"{args.iteration}, {cfg.campaign.pressure} GPa, model {Path(model).name}"
+    )
     print(f"converged in both: {len(both)}; status changed: {changed}")
     if len(both):
         share = float((dh <= args.tolerance).mean())
-        print(f"|H32 - H64| <= {args.tolerance * 1000:.1f} meV/atom: {100 * share:.1f} %; "
-              f"median {1000 * float(np.median(dh)):.4f}, max {1000 * float(dh.max()):.3f} "
-              "meV/atom")
+        print(
+            f"|H32 - H64| <= {args.tolerance * 1000:.1f} meV/atom: {100 * share:.1f} %; "
+            f"median {1000 * float(np.median(dh)):.4f}, max {1000 * float(dh.max()):.3f} "
+            "meV/atom"
+        )
     for d in jobs:
         c, w = statistics.median(cpu[d]), statistics.median(wall[d])
-        print(f"{d}: CPU {c:.2f} s, wall {w:.2f} s (median of {args.repeats}), "
-              f"steps {sum(r.steps for r in out[d].results)}")
-    print(f"float32 / float64 CPU time: "
-          f"{statistics.median(cpu['float32']) / statistics.median(cpu['float64']):.2f}")
+        print(
+            f"{d}: CPU {c:.2f} s, wall {w:.2f} s (median of {args.repeats}), "
+            f"steps {sum(r.steps for r in out[d].results)}"
+        )
+    print(
+        f"float32 / float64 CPU time: "
+        f"{statistics.median(cpu['float32']) / statistics.median(cpu['float64']):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def load(source: Path):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sources", default=str(fused._SOURCE),
-                   help="comma-separated kernel sources (.cpp)")
+    p.add_argument(
+        "--sources", default=str(fused._SOURCE), help="comma-separated kernel sources (.cpp)"
+    )
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--calls", type=int, default=40, help="timed calls per source and round")
     args = p.parse_args()
@@ -53,8 +54,11 @@ def main() -> None:
     libs = {s: load(s) for s in sources}
     rng = np.random.default_rng(0)
     for name, case in CASES.items():
-        cfg = ACNNConfig(species=case["species"], cutoff_radial=case["cutoffs"][0],
-                         cutoff_angular=case["cutoffs"][1])
+        cfg = ACNNConfig(
+            species=case["species"],
+            cutoff_radial=case["cutoffs"][0],
+            cutoff_angular=case["cutoffs"][1],
+        )
         model = ACNN(cfg).float()
         atoms = [random_cell(case["symbols"], case["vol"], rng) for _ in range(8)]
         g = graph_for(model, StructureBatch.from_atoms(atoms, dtype=torch.float32))
@@ -76,18 +80,37 @@ def main() -> None:
                             out = [torch.zeros(n, t, kr), torch.zeros(n, t, ka, _P)]
                             tensors = [vr, sr, va, sa, *out]
                         else:
-                            tensors = [vr, sr, va, sa, g_r, g_a, torch.empty_like(vr),
-                                       torch.empty_like(va)]
+                            tensors = [
+                                vr,
+                                sr,
+                                va,
+                                sa,
+                                g_r,
+                                g_a,
+                                torch.empty_like(vr),
+                                torch.empty_like(va),
+                            ]
                         ptrs = [x.data_ptr() for x in tensors]
                         c0 = time.perf_counter()
                         fn(*meta, *ptrs)
                         times[s][kind].append(time.perf_counter() - c0)
         for s in sources:
-            print(json.dumps({
-                "case": name, "source": str(s), "atoms": n,
-                "forward_us_per_atom": round(1e6 * float(np.median(times[s]["forward"])) / n, 2),
-                "backward_us_per_atom": round(1e6 * float(np.median(times[s]["backward"])) / n, 2),
-            }), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "case": name,
+                        "source": str(s),
+                        "atoms": n,
+                        "forward_us_per_atom": round(
+                            1e6 * float(np.median(times[s]["forward"])) / n, 2
+                        ),
+                        "backward_us_per_atom": round(
+                            1e6 * float(np.median(times[s]["backward"])) / n, 2
+                        ),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

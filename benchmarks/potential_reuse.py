@@ -34,8 +34,11 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     for name, case in CASES.items():
-        cfg = ACNNConfig(species=case["species"], cutoff_radial=case["cutoffs"][0],
-                         cutoff_angular=case["cutoffs"][1])
+        cfg = ACNNConfig(
+            species=case["species"],
+            cutoff_radial=case["cutoffs"][0],
+            cutoff_angular=case["cutoffs"][1],
+        )
         model = ACNN(cfg).float()
         fresh = ACNNPotential(model, skin=0.0)
         reuse = ACNNPotential(model, skin=args.skin)
@@ -57,13 +60,23 @@ def main() -> None:
             c2 = time.process_time()
             t_fresh.append((c1 - c0) / n)
             t_reuse.append((c2 - c1) / n)
-        print(json.dumps({
-            "case": name, "batch": args.batch, "atoms": n, "calls": args.calls,
-            "move_rms_a": args.move, "skin_a": args.skin,
-            "fresh_us_per_atom": round(1e6 * float(np.median(t_fresh)), 1),
-            "reuse_us_per_atom": round(1e6 * float(np.median(t_reuse)), 1),
-            "lists_built": reuse.pair_lists_built, "lists_reused": reuse.pair_lists_reused,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "case": name,
+                    "batch": args.batch,
+                    "atoms": n,
+                    "calls": args.calls,
+                    "move_rms_a": args.move,
+                    "skin_a": args.skin,
+                    "fresh_us_per_atom": round(1e6 * float(np.median(t_fresh)), 1),
+                    "reuse_us_per_atom": round(1e6 * float(np.median(t_reuse)), 1),
+                    "lists_built": reuse.pair_lists_built,
+                    "lists_reused": reuse.pair_lists_reused,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -62,9 +62,12 @@ def run_once(cells: list[Atoms], cfg: RelaxConfig, profile: Path | None) -> dict
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     over = 1e3 * (cpu - pot.cpu) / pot.calls
     return {
-        "frame_interval": cfg.frame_interval, "structures": len(cells), "steps": pot.calls,
+        "frame_interval": cfg.frame_interval,
+        "structures": len(cells),
+        "steps": pot.calls,
         "frames": sum(len(r.frames) for r in res),
-        "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
+        "wall_s": round(wall, 4),
+        "cpu_s": round(cpu, 4),
         "structures_per_step": round(pot.structures / pot.calls, 1),
         "converged": sum(r.converged for r in res),
         "ms_per_step": round(1e3 * cpu / pot.calls, 3),
@@ -80,8 +83,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--profile", type=Path)
-    p.add_argument("--frame-intervals", default="0",
-                   help="comma-separated RelaxConfig.frame_interval values, run interleaved")
+    p.add_argument(
+        "--frame-intervals",
+        default="0",
+        help="comma-separated RelaxConfig.frame_interval values, run interleaved",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     cells = structures(args.n, np.random.default_rng(0))
@@ -100,14 +106,18 @@ def main() -> None:
 
     ref = intervals[0]
     for k in intervals:
-        print(json.dumps({
-            "frame_interval": k,
-            "median_overhead_ms_per_step": round(median(k, "overhead_ms_per_step"), 3),
-            "median_wall_s": round(median(k, "wall_s"), 4),
-            "median_cpu_s": round(median(k, "cpu_s"), 4),
-            "wall_ratio": round(median(k, "wall_s") / median(ref, "wall_s"), 4),
-            "cpu_ratio": round(median(k, "cpu_s") / median(ref, "cpu_s"), 4),
-        }))
+        print(
+            json.dumps(
+                {
+                    "frame_interval": k,
+                    "median_overhead_ms_per_step": round(median(k, "overhead_ms_per_step"), 3),
+                    "median_wall_s": round(median(k, "wall_s"), 4),
+                    "median_cpu_s": round(median(k, "cpu_s"), 4),
+                    "wall_ratio": round(median(k, "wall_s") / median(ref, "wall_s"), 4),
+                    "cpu_ratio": round(median(k, "cpu_s") / median(ref, "cpu_s"), 4),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

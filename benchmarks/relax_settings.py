@@ -44,19 +44,29 @@ def main() -> None:
         fields = json.loads(text)
         cfg = RelaxConfig(**{"max_steps": 500, "atoms_budget": 1024, **fields})
         c0 = time.process_time()
-        res = relax_structures(structures, ACNNPotential(model, skin=args.skin),
-                               system["pressure"], cfg)
+        res = relax_structures(
+            structures, ACNNPotential(model, skin=args.skin), system["pressure"], cfg
+        )
         cpu = time.process_time() - c0
-        counts = {s: sum(r.status == s for r in res)
-                  for s in ("converged", "max_steps", "unphysical")}
-        print(json.dumps({
-            "system": args.system, "settings": fields, **counts,
-            "mean_steps": round(float(np.mean([r.steps for r in res])), 1),
-            "converged_per_core_hour": round(counts["converged"] * 3600 / cpu),
-            "cpu_s": round(cpu, 1),
-            "unphysical_reasons": sorted({r.reason.split(",")[0] for r in res
-                                          if r.status == "unphysical"}),
-        }), flush=True)
+        counts = {
+            s: sum(r.status == s for r in res) for s in ("converged", "max_steps", "unphysical")
+        }
+        print(
+            json.dumps(
+                {
+                    "system": args.system,
+                    "settings": fields,
+                    **counts,
+                    "mean_steps": round(float(np.mean([r.steps for r in res])), 1),
+                    "converged_per_core_hour": round(counts["converged"] * 3600 / cpu),
+                    "cpu_s": round(cpu, 1),
+                    "unphysical_reasons": sorted(
+                        {r.reason.split(",")[0] for r in res if r.status == "unphysical"}
+                    ),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -89,10 +89,20 @@ def bepno_formula(rng: np.random.Generator, lo: int = 10, hi: int = 60) -> str:
 
 
 SYSTEMS = {
-    "MgCaH": dict(species=("Mg", "Ca", "H"), pressure=300.0, formula=mgcah_formula,
-                  paper=474.0, label_atoms=(4, 16)),
-    "BePNO": dict(species=("Be", "P", "N", "O"), pressure=0.0, formula=bepno_formula,
-                  paper=1131.0, label_atoms=(10, 60)),
+    "MgCaH": dict(
+        species=("Mg", "Ca", "H"),
+        pressure=300.0,
+        formula=mgcah_formula,
+        paper=474.0,
+        label_atoms=(4, 16),
+    ),
+    "BePNO": dict(
+        species=("Be", "P", "N", "O"),
+        pressure=0.0,
+        formula=bepno_formula,
+        paper=1131.0,
+        label_atoms=(10, 60),
+    ),
 }
 
 
@@ -122,8 +132,16 @@ def label_with_chgnet(structures: list[Atoms], rng: np.random.Generator) -> list
         try:
             e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
         except (MemoryError, RuntimeError) as err:  # CHGNet's graph of a dense cell: skip it
-            print(json.dumps({"stage": "label_skipped", "formula": a.get_chemical_formula(),
-                              "error": str(err)[:120]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "stage": "label_skipped",
+                        "formula": a.get_chemical_formula(),
+                        "error": str(err)[:120],
+                    }
+                ),
+                flush=True,
+            )
             continue
         a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
         labelled.append(a)
@@ -185,14 +203,24 @@ def ase_relax(
     return bool(converged), int(opt.nsteps), bool(physical)
 
 
-def summary(name: str, path: str, steps: list[int], converged: list[bool], cpu: float,
-            wall: float, paper: float | None = None) -> dict:
+def summary(
+    name: str,
+    path: str,
+    steps: list[int],
+    converged: list[bool],
+    cpu: float,
+    wall: float,
+    paper: float | None = None,
+) -> dict:
     n = len(steps)
     rec = {
-        "system": name, "path": path, "structures": n,
+        "system": name,
+        "path": path,
+        "structures": n,
         "structures_per_core_hour": round(n / (cpu / 3600.0), 1),
         "converged_per_core_hour": round(sum(converged) / (cpu / 3600.0), 1),
-        "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
         "mean_steps": round(float(np.mean(steps)), 1),
         "fraction_converged": round(float(np.mean(converged)), 3),
     }
@@ -201,8 +229,9 @@ def summary(name: str, path: str, steps: list[int], converged: list[bool], cpu: 
     return rec
 
 
-def labels_and_model(name: str, system: dict, args: argparse.Namespace,
-                     rng: np.random.Generator) -> ACNN:
+def labels_and_model(
+    name: str, system: dict, args: argparse.Namespace, rng: np.random.Generator
+) -> ACNN:
     """CHGNet labels and the trained ACNN, read from ``--labels-dir`` when already there."""
     lo, hi = args.label_atoms.get(name, system["label_atoms"])
     tag = f"{name}_{args.n_label}x{lo}-{hi}_s{args.seed}"
@@ -223,28 +252,53 @@ def labels_and_model(name: str, system: dict, args: argparse.Namespace,
         if label_file is not None:
             write_labelled(label_file, labelled)
     sizes = [len(a) for a in labelled]
-    print(json.dumps({"system": name, "stage": "labels", "count": len(labelled),
-                      "atoms": [min(sizes), max(sizes)], "mean_atoms": round(np.mean(sizes), 1),
-                      "label_s": round(time.perf_counter() - t0, 1),
-                      "source": str(args.teacher_campaign or label_file or "chgnet")}),
-          flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "system": name,
+                "stage": "labels",
+                "count": len(labelled),
+                "atoms": [min(sizes), max(sizes)],
+                "mean_atoms": round(np.mean(sizes), 1),
+                "label_s": round(time.perf_counter() - t0, 1),
+                "source": str(args.teacher_campaign or label_file or "chgnet"),
+            }
+        ),
+        flush=True,
+    )
     if model_file is not None and model_file.exists():
         return load_model(model_file)
     t0 = time.perf_counter()
-    tcfg = TrainConfig(steps=args.train_steps, batch_size=args.train_batch, lr=args.lr,
-                       decay_every=max(args.train_steps // 8, 1), lr_decay=0.7,
-                       eval_every=max(args.train_steps // 10, 1), seed=args.seed)
+    tcfg = TrainConfig(
+        steps=args.train_steps,
+        batch_size=args.train_batch,
+        lr=args.lr,
+        decay_every=max(args.train_steps // 8, 1),
+        lr_decay=0.7,
+        eval_every=max(args.train_steps // 10, 1),
+        seed=args.seed,
+    )
     model, report = train(labelled, ACNNConfig(species=system["species"]), tcfg)
     val = report.validation
-    print(json.dumps({
-        "system": name, "stage": "model", "labels": len(labelled),
-        "train_steps": args.train_steps, "train_s": round(time.perf_counter() - t0, 1),
-        "validation_rmse": None if val is None else {
-            "energy_mev_per_atom": round(val.energy_mev_per_atom, 1),
-            "force_mev_per_a": round(val.force_mev_per_a, 1),
-            "stress_gpa": round(val.stress_gpa, 2),
-        },
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "system": name,
+                "stage": "model",
+                "labels": len(labelled),
+                "train_steps": args.train_steps,
+                "train_s": round(time.perf_counter() - t0, 1),
+                "validation_rmse": None
+                if val is None
+                else {
+                    "energy_mev_per_atom": round(val.energy_mev_per_atom, 1),
+                    "force_mev_per_a": round(val.force_mev_per_a, 1),
+                    "stress_gpa": round(val.stress_gpa, 2),
+                },
+            }
+        ),
+        flush=True,
+    )
     if model_file is not None:
         save_model(model, model_file)
     return model
@@ -255,9 +309,12 @@ def run_system(name: str, args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     model = labels_and_model(name, system, args, rng)
     structures = random_structures(system, args.n_relax, np.random.default_rng(args.seed + 1))
-    cfg = RelaxConfig(max_steps=args.max_steps, atoms_budget=args.atoms_budget,
-                      min_distance_fraction=args.min_distance_fraction,
-                      close_contact_patience=args.close_contact_patience)
+    cfg = RelaxConfig(
+        max_steps=args.max_steps,
+        atoms_budget=args.atoms_budget,
+        min_distance_fraction=args.min_distance_fraction,
+        close_contact_patience=args.close_contact_patience,
+    )
     pressure = system["pressure"]
 
     def batched(subset: list[Atoms], path: str, skin: float, paper: float | None) -> None:
@@ -266,12 +323,14 @@ def run_system(name: str, args: argparse.Namespace) -> None:
         c0, w0 = time.process_time(), time.perf_counter()
         res = relax_structures(subset, timed, pressure, cfg)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        rec = summary(name, path, [r.steps for r in res], [r.converged for r in res], cpu,
-                      wall, paper)
+        rec = summary(
+            name, path, [r.steps for r in res], [r.converged for r in res], cpu, wall, paper
+        )
         rec["skin"] = skin
         rec["close_contact_patience"] = cfg.close_contact_patience
-        rec["statuses"] = {s: sum(r.status == s for r in res)
-                           for s in ("converged", "max_steps", "unphysical")}
+        rec["statuses"] = {
+            s: sum(r.status == s for r in res) for s in ("converged", "max_steps", "unphysical")
+        }
         rec["mean_atoms"] = round(float(np.mean([len(a) for a in subset])), 1)
         rec["batch_steps_per_s_cpu"] = round(timed.calls / cpu, 2)
         rec["structure_steps_per_s_cpu"] = round(timed.structures / cpu, 1)
@@ -293,8 +352,9 @@ def run_system(name: str, args: argparse.Namespace) -> None:
         c0, w0 = time.process_time(), time.perf_counter()
         outs = [ase_relax(a, model, pressure, cfg, skin) for a in subset]
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        rec = summary(name, "ase_bfgs_frechet", [o[1] for o in outs],
-                      [o[0] and o[2] for o in outs], cpu, wall)
+        rec = summary(
+            name, "ase_bfgs_frechet", [o[1] for o in outs], [o[0] and o[2] for o in outs], cpu, wall
+        )
         rec["skin"] = skin
         rec["converged_but_close_atoms"] = sum(o[0] and not o[2] for o in outs)
         rec["mean_atoms"] = round(float(np.mean([len(a) for a in subset])), 1)
@@ -303,14 +363,15 @@ def run_system(name: str, args: argparse.Namespace) -> None:
 
 
 def atoms_ranges(text: str) -> dict[str, tuple[int, int]]:
-    """"MgCaH=4-16,BePNO=10-40" -> {"MgCaH": (4, 16), "BePNO": (10, 40)}."""
+    """ "MgCaH=4-16,BePNO=10-40" -> {"MgCaH": (4, 16), "BePNO": (10, 40)}."""
     out = {}
     for part in filter(None, text.split(",")):
         name, _, rng = part.partition("=")
         lo, _, hi = rng.partition("-")
         if name not in SYSTEMS or not lo.isdigit() or not hi.isdigit() or int(lo) > int(hi):
-            raise argparse.ArgumentTypeError(f"bad --label-atoms entry {part!r}; use e.g. "
-                                             "MgCaH=4-16,BePNO=10-40")
+            raise argparse.ArgumentTypeError(
+                f"bad --label-atoms entry {part!r}; use e.g. MgCaH=4-16,BePNO=10-40"
+            )
         out[name] = (int(lo), int(hi))
     return out
 
@@ -318,8 +379,12 @@ def atoms_ranges(text: str) -> dict[str, tuple[int, int]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-label", type=int, default=200)
-    p.add_argument("--label-atoms", type=atoms_ranges, default={},
-                   help="teacher cell sizes, e.g. MgCaH=4-16,BePNO=10-60 (the defaults)")
+    p.add_argument(
+        "--label-atoms",
+        type=atoms_ranges,
+        default={},
+        help="teacher cell sizes, e.g. MgCaH=4-16,BePNO=10-60 (the defaults)",
+    )
     p.add_argument("--labels-dir", type=Path, help="keep labels and models here (reused)")
     p.add_argument("--train-steps", type=int, default=300)
     p.add_argument("--train-batch", type=int, default=4, help="structures per training step")
@@ -328,25 +393,48 @@ def main() -> None:
     p.add_argument("--n-ase", type=int, default=8)
     p.add_argument("--max-steps", type=int, default=500)
     p.add_argument("--atoms-budget", type=int, default=1024)
-    p.add_argument("--min-distance-fraction", type=float, default=0.5,
-                   help="unphysical below this x the covalent-radius sum, both paths (the "
-                   "relaxer's default 0.5)")
-    p.add_argument("--close-contact-patience", type=int, default=2,
-                   help="batched path: consecutive distance checks (every 5 steps) that must "
-                   "find close atoms to stop a running structure (1 = at the first; the "
-                   "relaxer's default 2); a structure ending with close atoms is unphysical "
-                   "on both paths whatever this is")
-    p.add_argument("--skins", type=lambda t: [float(x) for x in t.split(",")], default=[0.5],
-                   help="neighbour-list skins (Å) to run the batched relaxer with, e.g. 0,0.5")
-    p.add_argument("--ase-skins", type=lambda t: [float(x) for x in t.split(",")],
-                   default=[0.5], help="neighbour-list skins (Å) of ACNNCalculator on the ASE "
-                   "path, e.g. 0,0.5 (0 = a fresh list every step)")
-    p.add_argument("--teacher-campaign", type=Path,
-                   help="train on the oracle labels of this alcsp campaign directory instead "
-                   "of CHGNet labels (e.g. benchmarks/mgcah-300gpa-teacher.toml's run)")
-    p.add_argument("--train-max-force", type=float, default=None,
-                   help="with --teacher-campaign: leave out labels with a force component "
-                   "above this (eV/Å; default the campaign's train_max_force, 0 = none)")
+    p.add_argument(
+        "--min-distance-fraction",
+        type=float,
+        default=0.5,
+        help="unphysical below this x the covalent-radius sum, both paths (the "
+        "relaxer's default 0.5)",
+    )
+    p.add_argument(
+        "--close-contact-patience",
+        type=int,
+        default=2,
+        help="batched path: consecutive distance checks (every 5 steps) that must "
+        "find close atoms to stop a running structure (1 = at the first; the "
+        "relaxer's default 2); a structure ending with close atoms is unphysical "
+        "on both paths whatever this is",
+    )
+    p.add_argument(
+        "--skins",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=[0.5],
+        help="neighbour-list skins (Å) to run the batched relaxer with, e.g. 0,0.5",
+    )
+    p.add_argument(
+        "--ase-skins",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=[0.5],
+        help="neighbour-list skins (Å) of ACNNCalculator on the ASE "
+        "path, e.g. 0,0.5 (0 = a fresh list every step)",
+    )
+    p.add_argument(
+        "--teacher-campaign",
+        type=Path,
+        help="train on the oracle labels of this alcsp campaign directory instead "
+        "of CHGNet labels (e.g. benchmarks/mgcah-300gpa-teacher.toml's run)",
+    )
+    p.add_argument(
+        "--train-max-force",
+        type=float,
+        default=None,
+        help="with --teacher-campaign: leave out labels with a force component "
+        "above this (eV/Å; default the campaign's train_max_force, 0 = none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=sorted(SYSTEMS))
     p.add_argument("--labels-only", action="store_true", help="stop after labels and model")

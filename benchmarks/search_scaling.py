@@ -44,17 +44,29 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--dask", action="store_true", help="also a Dask LocalCluster")
-    ap.add_argument("--times", type=int, default=1, help="relax the starts this many times "
-                    "over (a longer run, so the pool's start-up matters less)")
+    ap.add_argument(
+        "--times",
+        type=int,
+        default=1,
+        help="relax the starts this many times "
+        "over (a longer run, so the pool's start-up matters less)",
+    )
     args = ap.parse_args()
     with CampaignStore.open(args.directory, readonly=True) as store:
         cfg = parse_config(store.config_text)
         rec = [r for r in store.models() if r.iteration == args.iteration]
         model = str(store.model_path(rec[-1]).resolve())
         starts = store.get_atoms(store.structure_ids(origin="random", iteration=args.iteration))
-    jobs = [ShardJob(model, tuple(starts[k : k + args.chunk]), cfg.campaign.pressure,
-                     cfg.relax, cfg.dedup.fingerprint)
-            for k in range(0, len(starts), args.chunk)] * args.times  # fmt: skip
+    jobs = [
+        ShardJob(
+            model,
+            tuple(starts[k : k + args.chunk]),
+            cfg.campaign.pressure,
+            cfg.relax,
+            cfg.dedup.fingerprint,
+        )
+        for k in range(0, len(starts), args.chunk)
+    ] * args.times
     counts = [int(w) for w in args.workers.split(",")]
     kinds = [f"process {n}" for n in counts] + ([f"dask {max(counts)}"] if args.dask else [])
     wall: dict[str, list[float]] = {k: [] for k in kinds}
@@ -71,13 +83,17 @@ def main() -> None:
             wall[kind].append(w)
             cpu[kind].append(c)
     total = len(starts) * args.times
-    print(f"{total} structures in {len(jobs)} shards of {args.chunk}, model "
-          f"{Path(model).name}, {cfg.campaign.pressure} GPa")
+    print(
+        f"{total} structures in {len(jobs)} shards of {args.chunk}, model "
+        f"{Path(model).name}, {cfg.campaign.pressure} GPa"
+    )
     base = statistics.median(wall[kinds[0]])
     for kind in kinds:
         w = statistics.median(wall[kind])
-        print(f"{kind:10s}: wall {w:7.2f} s  {3600 * total / w:9.0f} structures/h  "
-              f"x{base / w:.2f}  (worker CPU {statistics.median(cpu[kind]):.2f} s)")
+        print(
+            f"{kind:10s}: wall {w:7.2f} s  {3600 * total / w:9.0f} structures/h  "
+            f"x{base / w:.2f}  (worker CPU {statistics.median(cpu[kind]):.2f} s)"
+        )
 
 
 if __name__ == "__main__":

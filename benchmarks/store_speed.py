@@ -30,10 +30,16 @@ def make_batch(rng: np.random.Generator, n: int) -> tuple[list[Atoms], list[Rela
         cell = np.eye(3) * (2.25 * m) ** (1 / 3)
         a = Atoms(numbers=numbers, positions=rng.random((m, 3)) @ cell, cell=cell, pbc=True)
         atoms.append(a)
-        recs.append(RelaxationRecord(
-            status="converged" if rng.random() < 0.9 else "max_steps",
-            energy=float(-3 * m + rng.normal()), enthalpy_per_atom=float(rng.normal()),
-            volume=2.25 * m, steps=int(rng.integers(10, 300)), pressure=300.0))
+        recs.append(
+            RelaxationRecord(
+                status="converged" if rng.random() < 0.9 else "max_steps",
+                energy=float(-3 * m + rng.normal()),
+                enthalpy_per_atom=float(rng.normal()),
+                volume=2.25 * m,
+                steps=int(rng.integers(10, 300)),
+                pressure=300.0,
+            )
+        )
     return atoms, recs
 
 
@@ -66,19 +72,29 @@ def main() -> None:
     total = time.perf_counter() - t_all
     cpu = time.process_time() - cpu0
     size_mb = sum(f.stat().st_size for f in (root / "camp").glob("campaign.sqlite*")) / 1e6
-    print(json.dumps({"bench": "store_write", "rows": written, "batch": args.batch,
-                      "rows_per_s_overall": round(written / total),
-                      "rows_per_s_median_batch": round(statistics.median(rates)),
-                      "rows_per_s_min_batch": round(min(rates)),
-                      "rows_per_cpu_s": round(written / cpu),
-                      "seconds": round(total, 2), "cpu_seconds": round(cpu, 2),
-                      "db_mb": round(size_mb, 1)}))
+    print(
+        json.dumps(
+            {
+                "bench": "store_write",
+                "rows": written,
+                "batch": args.batch,
+                "rows_per_s_overall": round(written / total),
+                "rows_per_s_median_batch": round(statistics.median(rates)),
+                "rows_per_s_min_batch": round(min(rates)),
+                "rows_per_cpu_s": round(written / cpu),
+                "seconds": round(total, 2),
+                "cpu_seconds": round(cpu, 2),
+                "db_mb": round(size_mb, 1),
+            }
+        )
+    )
     # The loop's queries: lowest enthalpies of one composition, E_hull window, counts.
     comp = store.conn.execute("SELECT composition FROM relaxations LIMIT 1").fetchone()[0]
     t0 = time.perf_counter()
     rows = store.conn.execute(
         "SELECT id FROM relaxations WHERE composition = ? ORDER BY enthalpy_per_atom LIMIT 3",
-        (comp,)).fetchall()
+        (comp,),
+    ).fetchall()
     t_comp = time.perf_counter() - t0
     ids = store.relaxations(iteration=0)["id"]
     t0 = time.perf_counter()
@@ -90,10 +106,20 @@ def main() -> None:
     t0 = time.perf_counter()
     got = store.get_atoms([int(i) for i in store.relaxations(iteration=1)["structure_id"][:1000]])
     t_get = time.perf_counter() - t0
-    print(json.dumps({"bench": "store_query", "lowest3_in_composition_ms": round(1e3 * t_comp, 2),
-                      "found": len(rows), "set_e_hull_rows_per_s": round(len(ids) / t_hull),
-                      "e_hull_window_ms": round(1e3 * t_near, 2), "near_hull": near[0],
-                      "get_atoms_1000_ms": round(1e3 * t_get, 1), "n_atoms_read": len(got)}))
+    print(
+        json.dumps(
+            {
+                "bench": "store_query",
+                "lowest3_in_composition_ms": round(1e3 * t_comp, 2),
+                "found": len(rows),
+                "set_e_hull_rows_per_s": round(len(ids) / t_hull),
+                "e_hull_window_ms": round(1e3 * t_near, 2),
+                "near_hull": near[0],
+                "get_atoms_1000_ms": round(1e3 * t_get, 1),
+                "n_atoms_read": len(got),
+            }
+        )
+    )
     store.close()
 
 

@@ -36,8 +36,11 @@ def test_cu_au_is_stored():
 def test_stable_set_forms_the_hull(system):
     data, structures = _load(system)
     entries = read_entries(DATA / f"{system}.extxyz", 0.0)
-    hull = build_hull([e.composition for e in entries],
-                      [e.enthalpy_per_atom for e in entries], elements=data["elements"])
+    hull = build_hull(
+        [e.composition for e in entries],
+        [e.enthalpy_per_atom for e in entries],
+        elements=data["elements"],
+    )
     assert sorted(hull.stable_keys) == sorted(data["stable_set"])
     # every stored structure is the one the file says, at the E_hull it says
     for a, e_hull, form in zip(structures, hull.e_hull, hull.formation, strict=True):
@@ -48,7 +51,8 @@ def test_stable_set_forms_the_hull(system):
     assert sorted(stable) == sorted(data["stable_set"])
     for row in data["stable"]:
         assert stable[row["composition"]].info["formation_energy_mev"] == pytest.approx(
-            row["formation_energy_mev"], abs=1e-3)
+            row["formation_energy_mev"], abs=1e-3
+        )
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -64,7 +68,8 @@ def test_stable_structures_recomputed_with_emt(system):
         fmax[a.info["composition"]] = float(np.abs(b.get_forces()).max())
         # the stored energy is EMT's at the stored geometry
         assert energy[a.info["composition"]] == pytest.approx(
-            a.get_potential_energy() / len(a), abs=1e-7)
+            a.get_potential_energy() / len(a), abs=1e-7
+        )
     mu = {el: energy[el] for el in data["elements"]}
     for a in stable:
         key = a.info["composition"]

@@ -56,16 +56,21 @@ def cah6(a: float = 3.5) -> Atoms:
 
 
 def lah10(a: float = 5.1, x: float = 0.12) -> Atoms:
-    return crystal(["La", "H", "H"], [(0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (x, x, x)],
-                   spacegroup=225, cellpar=cubic(a))  # fmt: skip
+    return crystal(
+        ["La", "H", "H"],
+        [(0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (x, x, x)],
+        spacegroup=225,
+        cellpar=cubic(a),
+    )
 
 
 def type_one_clathrate(a: float = 5.9) -> Atoms:
     return crystal(
         ["Eu", "Eu", "H", "H", "H"],
         [(0, 0, 0), (0.25, 0.5, 0), (0.25, 0, 0.5), (0.1847,) * 3, (0, 0.3088, 0.1173)],
-        spacegroup=223, cellpar=cubic(a),
-    )  # fmt: skip
+        spacegroup=223,
+        cellpar=cubic(a),
+    )
 
 
 def rock_salt_cah(a: float = 4.2) -> Atoms:
@@ -78,8 +83,12 @@ def molecular_cah6(bond: float = 0.78) -> Atoms:
     i, j, vec = neighbor_list("ijD", atoms, 1.3)
     partner: dict[int, np.ndarray] = {}
     for a, b, v in zip(i, j, vec, strict=True):
-        if atoms.numbers[a] == atoms.numbers[b] == 1 and a < b and a not in partner \
-                and b not in partner:  # fmt: skip
+        if (
+            atoms.numbers[a] == atoms.numbers[b] == 1
+            and a < b
+            and a not in partner
+            and b not in partner
+        ):
             partner[a], partner[b] = v, -v
     assert len(partner) == 12  # every H has a partner
     pos = atoms.positions.copy()
@@ -152,8 +161,9 @@ def test_relaxation_noise(build):
     large = build()
     large.rattle(0.05, seed=3)
     assert space_group(large) == "P1 (1)"
-    assert summary(analyse_cages(large)) == {k.replace(k[k.index("("):], "(C1)"): v
-                                            for k, v in ref.items()}  # fmt: skip
+    assert summary(analyse_cages(large)) == {
+        k.replace(k[k.index("(") :], "(C1)"): v for k, v in ref.items()
+    }
 
 
 @pytest.mark.parametrize("build", [rock_salt_cah, molecular_cah6])
@@ -211,13 +221,16 @@ def test_rotation_translation_supercell_invariance(build):
 
 
 def test_json_round_trip_and_grouping():
-    analyses = {1: analyse_cages(cah6()), 2: analyse_cages(type_one_clathrate()),
-                3: analyse_cages(rock_salt_cah()), 4: analyse_cages(lah10())}  # fmt: skip
+    analyses = {
+        1: analyse_cages(cah6()),
+        2: analyse_cages(type_one_clathrate()),
+        3: analyse_cages(rock_salt_cah()),
+        4: analyse_cages(lah10()),
+    }
     for a in analyses.values():
         assert CageAnalysis.from_json(json.loads(json.dumps(a.to_json()))) == a
     groups = {p.label: ids for p, ids in group_by_prototype(analyses).items()}
-    assert groups == {"H20 5^12": [2], "H24 4^6 6^8": [1], "H24 5^12 6^2": [2],
-                      "H32 4^6 6^12": [4]}  # fmt: skip
+    assert groups == {"H20 5^12": [2], "H24 4^6 6^8": [1], "H24 5^12 6^2": [2], "H32 4^6 6^12": [4]}
 
 
 def test_settings_are_checked_and_keyed():
@@ -259,14 +272,19 @@ def hydride_campaign(directory: Path, shift: float = 0.0) -> dict[str, int]:
     CaH6 (200 meV/atom above); ``shift`` eV/atom is added to the three hydrides. Returns
     the structure ids by name."""
     h2 = Atoms("H2", positions=[[0, 0, 0], [0.74, 0, 0]], cell=[2.2, 2.2, 2.2], pbc=True)
-    structures = {"Ca": (bulk("Ca", "fcc", a=4.0), -2.0), "H": (h2, -3.0),
-                  "CaH6": (cah6(), -3.2 + shift), "CaH": (rock_salt_cah(), -2.65 + shift),
-                  "CaH6-molecular": (molecular_cah6(), -3.0 + shift)}  # fmt: skip
+    structures = {
+        "Ca": (bulk("Ca", "fcc", a=4.0), -2.0),
+        "H": (h2, -3.0),
+        "CaH6": (cah6(), -3.2 + shift),
+        "CaH": (rock_salt_cah(), -2.65 + shift),
+        "CaH6-molecular": (molecular_cah6(), -3.0 + shift),
+    }
     store = CampaignStore.create(directory, CONFIG.format(name="cah", elements='["Ca", "H"]'))
     with store:
         ids = store.add_structures([s for s, _ in structures.values()], "import", 0)
-        store.add_labels([(sid, _label(s, e)) for sid, (s, e) in
-                          zip(ids, structures.values(), strict=True)], 0)  # fmt: skip
+        store.add_labels(
+            [(sid, _label(s, e)) for sid, (s, e) in zip(ids, structures.values(), strict=True)], 0
+        )
     return dict(zip(structures, ids, strict=True))
 
 
@@ -274,24 +292,39 @@ def cuau_campaign(directory: Path) -> None:
     """A Cu–Au store with real EMT labels: no hydrogen."""
     store = CampaignStore.create(directory, CONFIG.format(name="cuau", elements='["Cu", "Au"]'))
     with store:
-        cells = [bulk("Cu", "fcc", a=3.6), bulk("Au", "fcc", a=4.08),
-                 bulk("Cu", "fcc", a=3.85, cubic=True)]  # fmt: skip
+        cells = [
+            bulk("Cu", "fcc", a=3.6),
+            bulk("Au", "fcc", a=4.08),
+            bulk("Cu", "fcc", a=3.85, cubic=True),
+        ]
         cells[2].numbers = [29, 79, 79, 29]
         ids = store.add_structures(cells, "import", 0)
         labels = []
         for sid, a in zip(ids, cells, strict=True):
             a.calc = EMT()
-            labels.append((sid, Label(a.get_potential_energy(), a.get_forces(),
-                                      a.get_stress(voigt=False), "emt", 0.0)))  # fmt: skip
+            labels.append(
+                (
+                    sid,
+                    Label(
+                        a.get_potential_energy(),
+                        a.get_forces(),
+                        a.get_stress(voigt=False),
+                        "emt",
+                        0.0,
+                    ),
+                )
+            )
         store.add_labels(labels, 0)
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``directory`` with its size and modification time, but SQLite's
     -wal and -shm sidecars, which any reader of the database makes (status, export too)."""
-    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*"))
-            if p.is_file() and not p.name.endswith(("-wal", "-shm"))}  # fmt: skip
+    return {
+        str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
 
 
 def test_analyse_command_stores_and_reuses(tmp_path, capsys, monkeypatch):

@@ -231,8 +231,10 @@ def _labels(directory: Path) -> list[tuple]:
             "l.failure_kind, l.iteration FROM labels l JOIN structures s "
             "ON s.id = l.structure_id ORDER BY l.structure_id"
         ).fetchall()
-    return [(sid, comp, ok, None if e is None else round(e, 8), kind, it)
-            for sid, comp, ok, e, kind, it in rows]  # fmt: skip
+    return [
+        (sid, comp, ok, None if e is None else round(e, 8), kind, it)
+        for sid, comp, ok, e, kind, it in rows
+    ]
 
 
 def _final_hull(directory: Path) -> dict:
@@ -286,8 +288,11 @@ def tiny(tmp_path_factory):
     t0 = time.perf_counter()
     proc = subprocess.run(
         _run_cmd(str(config), "--dir", str(directory)),
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
     return {"config": config, "dir": directory, "wall": wall, "stdout": proc.stdout}
@@ -326,8 +331,11 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tiny, tmp_path):
     log = tmp_path / "killed.log"
     landed = []
     for k in range(3):
-        cmd = (_run_cmd(str(tiny["config"]), "--dir", str(directory)) if k == 0
-               else _run_cmd(str(directory)))  # fmt: skip
+        cmd = (
+            _run_cmd(str(tiny["config"]), "--dir", str(directory))
+            if k == 0
+            else _run_cmd(str(directory))
+        )
         with open(log, "a") as out:
             proc = subprocess.Popen(cmd, env=_env(), stdout=out, stderr=out)
         if k == 0:
@@ -346,8 +354,9 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tiny, tmp_path):
     print("kills:", landed)
     assert landed, "no kill landed before the campaign finished"
     if len(landed) == 3:
-        proc = subprocess.run(_run_cmd(str(directory)), env=_env(), capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        proc = subprocess.run(
+            _run_cmd(str(directory)), env=_env(), capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
 
     ref, got = tiny["dir"], directory
@@ -355,11 +364,13 @@ def test_resume_after_kill9_gives_the_uninterrupted_result(tiny, tmp_path):
         assert store.integrity_check() == "ok"
         dup = store.conn.execute(
             "SELECT structure_id, oracle, COUNT(*) FROM labels GROUP BY structure_id, oracle "
-            "HAVING COUNT(*) > 1").fetchall()  # fmt: skip
+            "HAVING COUNT(*) > 1"
+        ).fetchall()
         assert dup == []
         dup = store.conn.execute(
             "SELECT initial_id, method, COUNT(*) FROM relaxations WHERE initial_id IS NOT NULL "
-            "GROUP BY initial_id, method HAVING COUNT(*) > 1").fetchall()  # fmt: skip
+            "GROUP BY initial_id, method HAVING COUNT(*) > 1"
+        ).fetchall()
         assert dup == []
         counts = {t: store.count(t) for t in ("structures", "relaxations", "labels", "models")}
         finished = [it.finished is not None for it in store.iterations()]
@@ -389,12 +400,19 @@ def test_resume_after_kill9_at_chosen_points(tiny, tmp_path):
     oracle relaxation: the same labels and hull as the uninterrupted run."""
     directory = tmp_path / "killed"
     stages = []
-    for kill in (["--kill-at-job", "15"], ["--kill-on", "iteration 2: relaxed 8/"],
-                 ["--kill-on", "final: relaxing"], []):  # fmt: skip
+    for kill in (
+        ["--kill-at-job", "15"],
+        ["--kill-on", "iteration 2: relaxed 8/"],
+        ["--kill-on", "final: relaxing"],
+        [],
+    ):
         proc = subprocess.run(
             [sys.executable, str(DRIVER), str(tiny["config"]), str(directory), *kill],
-            env=_env(), capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == (-signal.SIGKILL if kill else 0), proc.stderr[-4000:]
         stages.append(_stage(directory))
     assert stages[:3] == ["iteration 1 label", "iteration 2 search", "iteration 2 done"]
@@ -410,11 +428,13 @@ def test_resume_after_kill9_at_chosen_points(tiny, tmp_path):
 def _snapshot(directory: Path) -> dict:
     with CampaignStore.open(directory, readonly=True) as store:
         return {
-            "counts": {t: store.count(t) for t in ("structures", "relaxations", "labels",
-                                                  "models", "iterations")},
+            "counts": {
+                t: store.count(t)
+                for t in ("structures", "relaxations", "labels", "models", "iterations")
+            },
             "finished": [it.finished for it in store.iterations()],
             "iteration_counts": [it.counts for it in store.iterations()],
-        }  # fmt: skip
+        }
 
 
 def _stable_lines(stdout: str) -> list[str]:
@@ -484,8 +504,7 @@ def test_cli_export_writes_cifs_of_the_near_hull_structures(tiny, tmp_path, caps
     capsys.readouterr()
     with CampaignStore.open(tiny["dir"], readonly=True) as store:
         lh = labelled_hull(store, "emt", 0.0, ELEMENTS)
-    near = {lh.hull.keys[c] for c, i in enumerate(lh.hull.best_index)
-            if lh.hull.e_hull[i] <= 0.05}  # fmt: skip
+    near = {lh.hull.keys[c] for c, i in enumerate(lh.hull.best_index) if lh.hull.e_hull[i] <= 0.05}
     cifs = sorted((out / "cif").glob("*.cif"))
     assert len(cifs) == len(near) >= 2
     found = {composition_key(read(p).get_chemical_formula()) for p in cifs}
@@ -523,12 +542,17 @@ FAULT_KINDS = {"raise": "crash", "scf": "scf_not_converged", "nan": "invalid_res
 def test_campaign_survives_an_oracle_that_fails_jobs(tmp_path, one_thread):
     directory = tmp_path / "faulty"
     campaign = Campaign.create(directory, TINY)
-    faults = draw_faults([job_key(i) for i in range(1, 1000)], np.random.default_rng(5),
-                         p_fail=0.3, modes=(*FAULT_KINDS, "scf_once"))  # fmt: skip
+    faults = draw_faults(
+        [job_key(i) for i in range(1, 1000)],
+        np.random.default_rng(5),
+        p_fail=0.3,
+        modes=(*FAULT_KINDS, "scf_once"),
+    )
     spec = FaultInjectingSpec(EMTSpec(), faults)
     # one retry with the same parameters: "scf_once" jobs succeed on attempt 2
-    campaign.oracle = ASEOracle(spec, EMTSpec.Params(), directory / "oracle" / "faulty",
-                                retries=({},), isolate=False)  # fmt: skip
+    campaign.oracle = ASEOracle(
+        spec, EMTSpec.Params(), directory / "oracle" / "faulty", retries=({},), isolate=False
+    )
     try:
         hull = campaign.run()
         store = campaign.store
@@ -573,8 +597,11 @@ def test_campaign_survives_an_oracle_that_fails_jobs(tmp_path, one_thread):
     # iterations before n within the force cap: a failure in its data would change the count
     cap = campaign.config.campaign.train_max_force
     with CampaignStore.open(directory, readonly=True) as store:
-        trainable = [a.info["iteration"] for a in store.training_set(name)
-                     if cap == 0 or np.abs(a.get_forces()).max() <= cap]
+        trainable = [
+            a.info["iteration"]
+            for a in store.training_set(name)
+            if cap == 0 or np.abs(a.get_forces()).max() <= cap
+        ]
     for m in models:
         used = m.metrics["train"]["n_structures"] + (m.metrics["validation"] or {}).get(
             "n_structures", 0
@@ -608,21 +635,32 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
         mixed = (keys != "Au") & (keys != "Cu") & (rel["status"] == "converged")
         assert au.any() and mixed.any(), "the tiny campaign's iteration 2 has Au and Cu–Au minima"
         with sqlite3.connect(directory / DB_NAME) as conn:  # those Au cells "went unphysical"
-            conn.executemany("UPDATE relaxations SET status = 'unphysical', e_hull = NULL "
-                             "WHERE id = ?", [(int(i),) for i in rel["id"][au]])  # fmt: skip
+            conn.executemany(
+                "UPDATE relaxations SET status = 'unphysical', e_hull = NULL WHERE id = ?",
+                [(int(i),) for i in rel["id"][au]],
+            )
             conn.execute("UPDATE relaxations SET e_hull = NULL WHERE iteration = ?", (n,))
 
         # the reference: the lowest model enthalpy over the 3 lowest-enthalpy earlier converged
         # Au relaxations and the labelled Au structures, computed here independently
         earlier = store.relaxations(method="acnn", status="converged")
-        rows = sorted((h, int(s)) for s, c, it, h in zip(
-            earlier["structure_id"], earlier["composition"], earlier["iteration"],
-            earlier["enthalpy_per_atom"], strict=True) if it < n and composition_key(c) == "Au")
+        rows = sorted(
+            (h, int(s))
+            for s, c, it, h in zip(
+                earlier["structure_id"],
+                earlier["composition"],
+                earlier["iteration"],
+                earlier["enthalpy_per_atom"],
+                strict=True,
+            )
+            if it < n and composition_key(c) == "Au"
+        )
         pool = store.get_atoms([s for _, s in rows[:3]]) + [
-            a for a in store.training_set("emt")
+            a
+            for a in store.training_set("emt")
             if composition_key(a.get_chemical_formula()) == "Au"
             and np.abs(a.get_forces()).max() <= camp.config.campaign.train_max_force
-        ]  # fmt: skip
+        ]
         assert pool
         pot = ACNNPotential(model, dtype=torch.float64)
         e = pot.compute(StructureBatch.from_atoms(pool, dtype=torch.float64)).energy.numpy()
@@ -671,8 +709,13 @@ def test_a_kill_while_the_stop_rule_fires_keeps_the_history(tmp_path):
     cfg.write_text(STOPPING)
 
     def drive(directory, *kill):
-        return subprocess.run([sys.executable, str(DRIVER), str(cfg), str(directory), *kill],
-                              env=_env(), capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, str(DRIVER), str(cfg), str(directory), *kill],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     ref = tmp_path / "ref"
     assert drive(ref).returncode == 0
@@ -713,8 +756,11 @@ def test_references_are_labelled_relaxed_and_on_every_hull(tmp_path, one_thread)
         hcp = next(r for r in refs if names[r.parent_id] == "hcp Cu")
         (lab,) = store.get_labels([hcp.structure_id], "emt").values()
         lh = campaign._labelled_hull()
-        cu_best = min(float(lh.hull.enthalpy[i]) for i in range(len(lh.kept))
-                      if lh.hull.keys[lh.hull.comp_index[i]] == "Cu")  # fmt: skip
+        cu_best = min(
+            float(lh.hull.enthalpy[i])
+            for i in range(len(lh.kept))
+            if lh.hull.keys[lh.hull.comp_index[i]] == "Cu"
+        )
         assert cu_best <= lab.hull_energy / 2 + 1e-9
         ref_cu = bulk("Cu", "hcp", a=3.6 / 2**0.5)
         ref_cu.calc = EMT()
@@ -727,8 +773,9 @@ def test_references_are_labelled_relaxed_and_on_every_hull(tmp_path, one_thread)
             assert set(copies) <= store.relaxed_initial_ids("acnn")
         # the final stage never spends two relaxations on one element
         final = store.oracle_relaxations("final")
-        keys = [store.get_atoms([r.parent_id])[0].get_chemical_formula(mode="reduce")
-                for r in final]
+        keys = [
+            store.get_atoms([r.parent_id])[0].get_chemical_formula(mode="reduce") for r in final
+        ]
         elements = [k for k in keys if k in ("Cu", "Au")]
         assert len(elements) == len(set(elements))
         assert hull is not None and {"Cu", "Au"} <= set(hull.stable)
@@ -739,8 +786,11 @@ def test_references_are_labelled_relaxed_and_on_every_hull(tmp_path, one_thread)
 def test_wrong_terminal_warnings_name_both_structures():
     from alcsp.references import wrong_terminal_warnings
 
-    w = wrong_terminal_warnings({"Cu": ("structure 42, Im-3m", -0.20), "Au": ("s 7", -1.0)},
-                                {"Cu": ("hcp Cu", -0.2487), "Au": ("fcc Au", -1.001)}, 0.005)
+    w = wrong_terminal_warnings(
+        {"Cu": ("structure 42, Im-3m", -0.20), "Au": ("s 7", -1.0)},
+        {"Cu": ("hcp Cu", -0.2487), "Au": ("fcc Au", -1.001)},
+        0.005,
+    )
     assert len(w) == 1 and "structure 42, Im-3m" in w[0] and "hcp Cu" in w[0]
     assert "48.7 meV/atom above" in w[0]
     w = wrong_terminal_warnings({"Cu": ("s 1", -0.3)}, {"Cu": ("sc Cu", -0.2)}, 0.005)

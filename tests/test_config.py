@@ -80,9 +80,20 @@ def test_unknown_table_is_named():
 
 @pytest.mark.parametrize(
     "table",
-    ["campaign", "compositions", "generate", "relax", "selection", "dedup", "model", "train",
-     "oracle", "final", "executor"],
-)  # fmt: skip
+    [
+        "campaign",
+        "compositions",
+        "generate",
+        "relax",
+        "selection",
+        "dedup",
+        "model",
+        "train",
+        "oracle",
+        "final",
+        "executor",
+    ],
+)
 def test_unknown_field_in_each_table_is_named(table):
     assert table in TABLES
     if table in ("campaign", "compositions", "oracle"):
@@ -132,8 +143,11 @@ def test_required_tables(table):
         ("oracle_per_iteration = -5", r"\[campaign\] oracle_per_iteration must be an integer"),
         ("failure_share = 1.5", r"\[campaign\] failure_share must be a number in \[0, 1\]"),
         ("stop_window = -0.01", r"\[campaign\] stop_window must be a number >= 0"),
-        ("stop_window = 0.001", r"\[campaign\] stop_window = 0.001 eV/atom is below "
-                                r"hull_tolerance = 0.005.*set stop_window >= hull_tolerance"),
+        (
+            "stop_window = 0.001",
+            r"\[campaign\] stop_window = 0.001 eV/atom is below "
+            r"hull_tolerance = 0.005.*set stop_window >= hull_tolerance",
+        ),
     ],
 )
 def test_bad_campaign_values(replace, pattern):
@@ -153,17 +167,20 @@ def test_a_negative_pressure_above_minus_one_gpa_is_allowed():
         ("[[selection]]\nfrom_iteration = 0\n", "from_iteration = an integer >= 1"),
         ('[[selection]]\nfrom_iteration = "2"\n', "from_iteration = an integer >= 1"),
         ("[[selection]]\nfrom_iteration = 2\n", "first table applies from iteration 1"),
-        ("[[selection]]\nc_max = 1\n[[selection]]\nc_max = 2\n",
-         r"table 2 needs from_iteration"),
-        ("[[selection]]\nc_max = 1\n[[selection]]\nfrom_iteration = 1\n",
-         "from_iteration values must be distinct"),
+        ("[[selection]]\nc_max = 1\n[[selection]]\nc_max = 2\n", r"table 2 needs from_iteration"),
+        (
+            "[[selection]]\nc_max = 1\n[[selection]]\nfrom_iteration = 1\n",
+            "from_iteration values must be distinct",
+        ),
         ("[[selection]]\nc_max = -1\n", r"\[selection\].*c_max must be an integer >= 0"),
-        ('[[selection]]\nrule = "greedy"\n',
-         r"\[selection\] rule must be one of \['paper', 'committee'\]"),
+        (
+            '[[selection]]\nrule = "greedy"\n',
+            r"\[selection\] rule must be one of \['paper', 'committee'\]",
+        ),
         ("[[selection]]\nkappa = -0.5\n", r"\[selection\] kappa must be a finite number >= 0"),
         ("[[selection]]\nforce_deviation = -1.0\n", r"\[selection\] force_deviation must be"),
     ],
-)  # fmt: skip
+)
 def test_bad_selection_schedule(tables, pattern):
     with pytest.raises(ConfigError, match=pattern):
         parse_config(MINIMAL + "\n" + tables)
@@ -182,7 +199,7 @@ def test_bad_selection_schedule(tables, pattern):
         ("compositions", 'elements = ["Cu", "Xx"]', "Xx"),
         ("executor", 'kind = "carrier-pigeon"', "carrier-pigeon"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_their_table(table, line, pattern):
     """Bad values are refused by parse_config itself, before any campaign directory exists."""
     current = {"oracle": 'name = "emt"', "compositions": 'elements = ["Cu", "Au"]'}

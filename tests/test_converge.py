@@ -141,8 +141,14 @@ def _gpaw_direct(atoms, ecut: float, kspacing: float) -> tuple[float, float]:
     from alcsp.oracle.gpaw import auto_nbands
 
     a = atoms.copy()
-    a.calc = GPAW(mode=PW(ecut), xc="PBE", kpts=kpts_from_spacing(a, kspacing),
-                  occupations=FermiDirac(0.1), nbands=auto_nbands(a), txt=None)  # fmt: skip
+    a.calc = GPAW(
+        mode=PW(ecut),
+        xc="PBE",
+        kpts=kpts_from_spacing(a, kspacing),
+        occupations=FermiDirac(0.1),
+        nbands=auto_nbands(a),
+        txt=None,
+    )
     e0 = a.get_potential_energy() / len(a)  # ASE's "energy": extrapolated to zero smearing
     return e0, -np.trace(a.get_stress(voigt=False)) / 3 / GPA
 
@@ -154,8 +160,16 @@ def test_gpaw_scan_rows_verdicts_and_deltas_match_direct_gpaw(tmp_path, capsys):
     cfg.write_text(GPAW_CONFIG)
     out = tmp_path / "r.json"
     # 150 eV (0.6 x 250) is deliberately too loose for Al's setup.
-    argv = ["converge", str(cfg), "--json", str(out), "--ecut-factors", "0.6,1,1.5",
-            "--workdir", str(tmp_path / "jobs")]  # fmt: skip
+    argv = [
+        "converge",
+        str(cfg),
+        "--json",
+        str(out),
+        "--ecut-factors",
+        "0.6,1,1.5",
+        "--workdir",
+        str(tmp_path / "jobs"),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
     data = json.loads(out.read_text())
@@ -201,8 +215,10 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["converge", str(bad)]) == 2
     assert "not valid TOML" in _err_line(capsys)
     qe = tmp_path / "qe.toml"
-    espresso = (f'name = "espresso"\nparameters = {{ pseudo_dir = "{tmp_path}", '
-                'pseudopotentials = { Cu = "Cu.upf", Au = "Au.upf" } }')  # fmt: skip
+    espresso = (
+        f'name = "espresso"\nparameters = {{ pseudo_dir = "{tmp_path}", '
+        'pseudopotentials = { Cu = "Cu.upf", Au = "Au.upf" } }'
+    )
     qe.write_text(EMT_CONFIG.replace('name = "emt"', espresso))
     assert main(["converge", str(qe)]) == 2
     assert "only GPAW is supported yet" in _err_line(capsys)
@@ -224,8 +240,9 @@ def test_oracle_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
     from alcsp.oracle.gpaw import GPAWSpec
 
     def missing(self, params):
-        raise MissingBinary("GPAW is not installed (No module named 'gpaw'); run "
-                            "scripts/install_gpaw.sh")  # fmt: skip
+        raise MissingBinary(
+            "GPAW is not installed (No module named 'gpaw'); run scripts/install_gpaw.sh"
+        )
 
     monkeypatch.setattr(GPAWSpec, "preflight", missing)
     cfg = tmp_path / "al.toml"
@@ -239,8 +256,11 @@ def test_oracle_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
 def test_scf_failure_names_the_cell_and_the_fix(tmp_path, capsys):
     pytest.importorskip("gpaw")
     cfg = tmp_path / "al.toml"
-    cfg.write_text(GPAW_CONFIG.replace("smearing = 0.1 }", "smearing = 0.1, maxiter = 2 }")
-                   .replace("isolate = false", "isolate = false\nretries = []"))  # fmt: skip
+    cfg.write_text(
+        GPAW_CONFIG.replace("smearing = 0.1 }", "smearing = 0.1, maxiter = 2 }").replace(
+            "isolate = false", "isolate = false\nretries = []"
+        )
+    )
     assert main(["converge", str(cfg), "--workdir", str(tmp_path / "jobs")]) == 2
     err = _err_line(capsys)
     assert "Al fcc" in err and "volume step 1" in err and "scf_not_converged" in err

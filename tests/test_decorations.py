@@ -50,14 +50,14 @@ def test_decorations_are_distinct_and_on_their_lattice():
     from pymatgen.io.ase import AseAtomsAdaptor
 
     structs = [AseAtomsAdaptor.get_structure(a) for a in deco]
-    groups = StructureMatcher(ltol=0.05, stol=0.05, angle_tol=1, primitive_cell=True,
-                              scale=False).group_structures(structs)  # fmt: skip
+    groups = StructureMatcher(
+        ltol=0.05, stol=0.05, angle_tol=1, primitive_cell=True, scale=False
+    ).group_structures(structs)
     assert len(groups) == len(deco)
 
 
 def test_starts_keep_the_space_and_take_vegard_volumes():
-    starts = decoration_starts(["fcc"], ["Cu3Au", "Cu"], ["Cu", "Au"], 4,
-                               {"Cu": 12.0, "Au": 17.0})  # fmt: skip
+    starts = decoration_starts(["fcc"], ["Cu3Au", "Cu"], ["Cu", "Au"], 4, {"Cu": 12.0, "Au": 17.0})
     keys = {composition_key(a.get_chemical_formula()) for a in starts}
     assert keys == {"Cu3Au", "Cu"}
     for a in starts:
@@ -71,7 +71,8 @@ def test_starts_keep_the_space_and_take_vegard_volumes():
 def test_starts_have_reduced_cells():
     """HNF supercells can be very oblique; the starts are Niggli-reduced (the relaxer calls
     angles outside 20-160 degrees unphysical)."""
-    starts = decoration_starts(["fcc", "hcp", "bcc"], ["Cu3Au", "CuAu", "Cu2Au"],
-                               ["Cu", "Au"], 8, {"Cu": 12.0, "Au": 17.0})  # fmt: skip
+    starts = decoration_starts(
+        ["fcc", "hcp", "bcc"], ["Cu3Au", "CuAu", "Cu2Au"], ["Cu", "Au"], 8, {"Cu": 12.0, "Au": 17.0}
+    )
     angles = np.array([a.cell.angles() for a in starts])
     assert angles.min() >= 45 and angles.max() <= 135

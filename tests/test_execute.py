@@ -77,7 +77,11 @@ def test_process_executor_errors_threads_and_dying_workers(tmp_path):
         # a job that always kills its worker is reported lost; the others all finish
         out = collect(ex, die_if_bad, [1, -1, 2, 3, -2, 4])
     assert {k: v for k, v in out.items() if not isinstance(v, Exception)} == {
-        0: 1, 2: 2, 3: 3, 5: 4}
+        0: 1,
+        2: 2,
+        3: 3,
+        5: 4,
+    }
     assert isinstance(out[1], WorkerLost) and isinstance(out[4], WorkerLost)
 
 
@@ -88,16 +92,31 @@ def test_dask_local_cluster_threads():
 
 def test_slurm_and_pbs_job_scripts_from_config():
     pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the 'dask' extra")
-    cfg = DaskConfig(cluster="slurm", queue="debug", account="proj1", cores=4, memory="8GB",
-                     walltime="00:30:00", jobs=2, job_script_prologue=("module load gpaw",))
+    cfg = DaskConfig(
+        cluster="slurm",
+        queue="debug",
+        account="proj1",
+        cores=4,
+        memory="8GB",
+        walltime="00:30:00",
+        jobs=2,
+        job_script_prologue=("module load gpaw",),
+    )
     cluster = make_dask_cluster(cfg)
     try:
         script = cluster.job_script()
     finally:
         cluster.close()
-    for needle in ("#SBATCH -p debug", "#SBATCH -A proj1", "#SBATCH --cpus-per-task=4",
-                   "#SBATCH -t 00:30:00", "export OMP_NUM_THREADS=1", "module load gpaw",
-                   "--nworkers 4", "--nthreads 1"):
+    for needle in (
+        "#SBATCH -p debug",
+        "#SBATCH -A proj1",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH -t 00:30:00",
+        "export OMP_NUM_THREADS=1",
+        "module load gpaw",
+        "--nworkers 4",
+        "--nthreads 1",
+    ):
         assert needle in script, (needle, script)
     pbs = make_dask_cluster(DaskConfig(cluster="pbs", queue="workq", cores=2))
     try:
@@ -118,8 +137,12 @@ def test_executor_config_validation():
         ExecutorConfig.from_dict({"kind": "dask", "dask": {"nodes": 3}})
     with pytest.raises(ValueError, match=r"\[executor\] has unknown keys \['cpus'\]"):
         ExecutorConfig.from_dict({"cpus": 3})
-    cfg = ExecutorConfig.from_dict({"kind": "dask", "dask": {
-        "cluster": "slurm", "queue": "q", "job_extra_directives": ["--qos=low"]}})
+    cfg = ExecutorConfig.from_dict(
+        {
+            "kind": "dask",
+            "dask": {"cluster": "slurm", "queue": "q", "job_extra_directives": ["--qos=low"]},
+        }
+    )
     assert cfg.dask.job_extra_directives == ("--qos=low",)
     assert isinstance(make_executor(ExecutorConfig(kind="inline")), InlineExecutor)
     ex = make_executor(ExecutorConfig(kind="process", workers=3))

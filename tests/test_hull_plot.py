@@ -10,10 +10,21 @@ pytest.importorskip("matplotlib")
 # Be–P–N–O by hand: the BeO–P2O5–P3N5 join holds Be3P2O8, BeP2N2O3 and PNO (stable) and
 # BePO3 (not in the join); Be3N2 and Be2P are off it.
 BEPNO = {
-    "Be": 0.0, "P": 0.0, "N": 0.0, "O": 0.0, "BeO": -3.0, "P2O5": -2.0, "P3N5": -1.0,
-    "Be3N2": -1.5, "PON": -1.8, "BeP2N2O3": -2.3, "Be3P2O8": -2.7, "Be2P": -0.3,
-    "BePO3": -2.0, "BeN2O": -0.5,
-}  # fmt: skip
+    "Be": 0.0,
+    "P": 0.0,
+    "N": 0.0,
+    "O": 0.0,
+    "BeO": -3.0,
+    "P2O5": -2.0,
+    "P3N5": -1.0,
+    "Be3N2": -1.5,
+    "PON": -1.8,
+    "BeP2N2O3": -2.3,
+    "Be3P2O8": -2.7,
+    "Be2P": -0.3,
+    "BePO3": -2.0,
+    "BeN2O": -0.5,
+}
 
 
 def _png(path) -> bool:
@@ -30,8 +41,9 @@ def _bepno(extra: dict | None = None):
 def test_binary_plot(tmp_path):
     from alcsp.hull_plot import hull_view, plot_hull, plot_hull_html
 
-    res = build_hull(["Cu", "Au", "CuAu", "Cu3Au", "CuAu", "CuAu3"],
-                     [0.0, 0.0, -0.5, -0.4, -0.47, -0.1])  # fmt: skip
+    res = build_hull(
+        ["Cu", "Au", "CuAu", "Cu3Au", "CuAu", "CuAu3"], [0.0, 0.0, -0.5, -0.4, -0.47, -0.1]
+    )
     view = hull_view(res, window_mev=50)
     assert view.kind == "binary" and not view.pseudo and view.corners == tuple(res.elements)
     # the hull: Cu, Cu3Au, CuAu, Au in order, ΔH the formation enthalpy
@@ -63,8 +75,11 @@ def test_ternary_plot_tie_lines_are_the_hull_facets(tmp_path):
         for facet in res.phase_diagram.facets
         for pair in ((facet[0], facet[1]), (facet[1], facet[2]), (facet[0], facet[2]))
     }
-    pos = {res.keys[res.comp_index[i]]: view.xy[p] for p, i in enumerate(view.entries)
-           if view.stable[p]}  # fmt: skip
+    pos = {
+        res.keys[res.comp_index[i]]: view.xy[p]
+        for p, i in enumerate(view.entries)
+        if view.stable[p]
+    }
 
     def name(xy):
         return next(k for k, v in pos.items() if np.allclose(v, xy))

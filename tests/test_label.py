@@ -18,9 +18,13 @@ from alcsp.oracle.emt import EMTParams, EMTSpec
 from alcsp.oracle.faults import FaultInjectingSpec, draw_faults
 from alcsp.store import CampaignStore
 
-EXPECTED_KIND = {"raise": FailureKind.CRASH, "scf": FailureKind.SCF_NOT_CONVERGED,
-                 "hang": FailureKind.TIMEOUT, "die": FailureKind.CRASH,
-                 "nan": FailureKind.INVALID_RESULT}
+EXPECTED_KIND = {
+    "raise": FailureKind.CRASH,
+    "scf": FailureKind.SCF_NOT_CONVERGED,
+    "hang": FailureKind.TIMEOUT,
+    "die": FailureKind.CRASH,
+    "nan": FailureKind.INVALID_RESULT,
+}
 
 
 def seeded_store(tmp_path, n, seed=0):
@@ -79,8 +83,9 @@ def test_injected_faults_every_structure_accounted_for(tmp_path):
     faults = draw_faults([job_key(i) for i in ids], np.random.default_rng(2024), p_fail=0.3)
     assert len(faults) >= 3, faults
     spec = FaultInjectingSpec(EMTSpec(), faults)
-    oracle = ASEOracle(spec, EMTParams(), store.oracle_dir(spec.name), timeout_s=8,
-                       retries=[], isolate=True)
+    oracle = ASEOracle(
+        spec, EMTParams(), store.oracle_dir(spec.name), timeout_s=8, retries=[], isolate=True
+    )
     with ProcessExecutor(2) as ex:
         summary = label_structures(store, oracle, ids, ex, iteration=1)
     assert summary.labelled + summary.failed == len(ids)

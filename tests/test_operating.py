@@ -28,8 +28,9 @@ from alcsp.cli import main
 from alcsp.lock import LOCK_NAME, CampaignBusy, DirectoryLock, holder, recorded_holder
 from alcsp.store import DB_NAME, CampaignDirError, CampaignStore
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="parent-death signals and /proc are Linux's")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="parent-death signals and /proc are Linux's"
+)
 
 CONFIG = """
 [campaign]
@@ -67,7 +68,7 @@ def _stat(pid: int) -> tuple[int, str, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0], int(fields[19])
 
 
@@ -149,11 +150,12 @@ def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
     directory = tmp_path / "c"
     tag = uuid.uuid4().hex
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory),
-         "--quiet"],
-        env=_env(ALCSP_TEST_TAG=tag), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
+        env=_env(ALCSP_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
-    )  # fmt: skip
+    )
     seen: dict[int, int] = {}  # every process seen below the driver
 
     def until_a_job_runs(limit: float = 120.0) -> None:
@@ -164,8 +166,9 @@ def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
             if any("alcsp.oracle._job" in _cmdline(p) for p in now):
                 return
             time.sleep(0.01)
-        raise AssertionError(f"no oracle job running; exit {proc.poll()}: "
-                             f"{proc.stderr.read()[-2000:]}")
+        raise AssertionError(
+            f"no oracle job running; exit {proc.poll()}: {proc.stderr.read()[-2000:]}"
+        )
 
     try:
         until_a_job_runs()
@@ -221,7 +224,7 @@ class SleeperSpec(CalculatorSpec):
         time.sleep(300)
 '''
 
-JOB_DRIVER = '''
+JOB_DRIVER = """
 import sys
 import threading
 
@@ -236,7 +239,7 @@ oracle = ASEOracle(SleeperSpec(), Params(), sys.argv[2], isolate=True)
 t = threading.Thread(target=oracle.label_one, args=(bulk("Cu", cubic=True), "k"))
 t.start()
 t.join()
-'''
+"""
 
 
 def test_an_isolated_job_and_its_children_die_with_the_process_that_started_it(tmp_path):
@@ -244,8 +247,9 @@ def test_an_isolated_job_and_its_children_die_with_the_process_that_started_it(t
     tag = uuid.uuid4().hex
     proc = subprocess.Popen(
         [sys.executable, "-c", JOB_DRIVER, str(tmp_path), str(tmp_path / "jobs")],
-        env=_env(ALCSP_TEST_TAG=tag), start_new_session=True,
-    )  # fmt: skip
+        env=_env(ALCSP_TEST_TAG=tag),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         seen: dict[int, int] = {}
@@ -282,8 +286,12 @@ def test_a_second_run_refuses_and_a_killed_holders_lock_is_taken_over(tmp_path, 
     CampaignStore.create(tmp_path / "c", CONFIG.format(oracle="", executor="inline")).close()
     directory = tmp_path / "c"
     assert holder(directory) is None
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], env=_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "HELD"
         who = holder(directory)
@@ -426,12 +434,14 @@ def test_a_create_killed_at_any_moment_leaves_no_campaign_or_a_whole_one(tmp_pat
         campaign.close()
 
 
-def _create_beside(directory: Path, n: int, barrier: threading.Barrier,
-                   outcomes: list[object]) -> None:
+def _create_beside(
+    directory: Path, n: int, barrier: threading.Barrier, outcomes: list[object]
+) -> None:
     """Create ``directory``, having built it in step with another thread."""
     try:
-        store = CampaignStore.create(directory, f"config {n}", "0",
-                                     populate=lambda s: barrier.wait(10))
+        store = CampaignStore.create(
+            directory, f"config {n}", "0", populate=lambda s: barrier.wait(10)
+        )
         outcomes.append(store.config_text)
         store.close()
     except CampaignDirError as exc:
@@ -443,9 +453,10 @@ def test_two_creates_at_once_give_one_campaign_and_one_clear_error(tmp_path):
         directory = tmp_path / f"c{attempt}"
         barrier = threading.Barrier(2)
         outcomes: list[object] = []
-        threads = [threading.Thread(target=_create_beside,
-                                    args=(directory, n, barrier, outcomes))
-                   for n in range(2)]
+        threads = [
+            threading.Thread(target=_create_beside, args=(directory, n, barrier, outcomes))
+            for n in range(2)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -466,10 +477,26 @@ def test_two_alcsp_run_creates_at_once(tmp_path):
     config.write_text(CONFIG.format(oracle="", executor="inline"))
     directory = tmp_path / "c"
     tag = uuid.uuid4().hex
-    cmd = [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory),
-           "--quiet"]
-    procs = [subprocess.Popen(cmd, env=_env(ALCSP_TEST_TAG=tag), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "alcsp.cli",
+        "run",
+        str(config),
+        "--dir",
+        str(directory),
+        "--quiet",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=_env(ALCSP_TEST_TAG=tag),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         deadline = time.monotonic() + 120
         while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -497,8 +524,12 @@ def test_leftovers_and_unfinished_directories_are_refused_in_one_line(tmp_path, 
     old.mkdir()
     sqlite3.connect(old / DB_NAME).close()
     (old / DB_NAME).write_bytes(b"")
-    for argv in (["run", str(old)], ["status", str(old)], ["report", str(old)],
-                 ["run", str(config), "--dir", str(old)]):
+    for argv in (
+        ["run", str(old)],
+        ["status", str(old)],
+        ["report", str(old)],
+        ["run", str(config), "--dir", str(old)],
+    ):
         capsys.readouterr()
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
@@ -558,7 +589,8 @@ def test_a_stale_lock_file_does_not_block(tmp_path):
     """A lock file left by a killed run (its holder long gone) names nobody."""
     CampaignStore.create(tmp_path / "c").close()
     (tmp_path / "c" / LOCK_NAME).write_text(
-        textwrap.dedent('{"pid": 999999, "host": "gone", "started": 0}'))
+        textwrap.dedent('{"pid": 999999, "host": "gone", "started": 0}')
+    )
     assert holder(tmp_path / "c") is None
     with DirectoryLock.acquire(tmp_path / "c"):
         assert holder(tmp_path / "c").host != "gone"

@@ -137,8 +137,7 @@ def test_retry_with_overrides_and_time_limit(tmp_path):
     rng = np.random.default_rng(5)
     faults = {"a": "scf_once", "b": "hang", "c": "die", "d": "scf"}
     spec = FaultInjectingSpec(EMTSpec(), faults)
-    oracle = ASEOracle(spec, EMTParams(), tmp_path, timeout_s=10, retries=[{}],
-                       isolate=True)
+    oracle = ASEOracle(spec, EMTParams(), tmp_path, timeout_s=10, retries=[{}], isolate=True)
     atoms = [cu_cell(rng) for _ in range(4)]
     ra, rb, rc, rd = oracle.label(atoms, keys=["a", "b", "c", "d"])
     assert isinstance(ra, Label) and ra.attempts == 2
@@ -158,6 +157,7 @@ def test_draw_faults_uses_the_generator():
 
 
 # -- codes that need a binary or a model -------------------------------------------------
+
 
 def _dft_skip_reason() -> str | None:
     if os.environ.get("ALCSP_SKIP_DFT") == "1":
@@ -182,12 +182,18 @@ def test_gpaw_contract(tmp_path):
         pytest.skip(reason)
     # No importorskip: `make test` installs GPAW, so a missing GPAW is a failure.
     oracle = make_oracle(OracleConfig("gpaw", parameters=GPAW_FAST, timeout_s=300), tmp_path)
-    tol = ContractTolerances(fd_step=0.01, force_atol=2e-2, stress_atol=2e-3,
-                             translation_energy_atol=2e-3, translation_force_atol=2e-2)
+    tol = ContractTolerances(
+        fd_step=0.01,
+        force_atol=2e-2,
+        stress_atol=2e-3,
+        translation_energy_atol=2e-3,
+        translation_force_atol=2e-2,
+    )
     # Stress by finite strain is checked too: at fixed ecut GPAW's stress holds up to the
     # Pulay term, within stress_atol (0.3 GPa) for this cell.
-    (lab,) = check_oracle(oracle, [lih_cell()], rng=np.random.default_rng(0), tol=tol,
-                          n_fd_components=1)
+    (lab,) = check_oracle(
+        oracle, [lih_cell()], rng=np.random.default_rng(0), tol=tol, n_fd_components=1
+    )
     assert abs(lab.forces).max() > 0.05
     assert (tmp_path / next(iter(os.listdir(tmp_path))) / "attempt-1" / "gpaw.txt").exists()
 
@@ -215,8 +221,9 @@ def test_gpaw_labels_a_skewed_cell_in_its_own_frame_and_order(tmp_path):
     if reason := _dft_skip_reason():
         pytest.skip(reason)
     skewed = lih_cell()[::-1]
-    skewed.set_cell(np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]]) @ skewed.cell.array,
-                    scale_atoms=False)
+    skewed.set_cell(
+        np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1]]) @ skewed.cell.array, scale_atoms=False
+    )
     assert min(skewed.cell.angles()) < 40  # outside GPAW's range: reduced before computing
     twin = skewed.copy()
     twin.set_cell(minkowski_reduce(skewed.cell.array)[0], scale_atoms=False)
@@ -238,20 +245,32 @@ def _binary_test(name: str, params: dict, binary: str, tmp_path):
         assert res.kind is FailureKind.MISSING_BINARY and binary in res.reason
         assert res.attempts == 1  # a missing binary is not retried
         pytest.skip(f"{binary} is not installed here; checked the missing_binary failure only")
-    check_oracle(oracle, [lih_cell()], rng=np.random.default_rng(0),
-                 tol=ContractTolerances(fd_step=0.01, stress_atol=5e-3), check_stress_fd=False)
+    check_oracle(
+        oracle,
+        [lih_cell()],
+        rng=np.random.default_rng(0),
+        tol=ContractTolerances(fd_step=0.01, stress_atol=5e-3),
+        check_stress_fd=False,
+    )
 
 
 def test_espresso(tmp_path):
     pseudo = os.environ.get("ALCSP_QE_PSEUDO_DIR", str(tmp_path))
-    params = {"pseudo_dir": pseudo, "pseudopotentials": {"Li": "Li.upf", "H": "H.upf"},
-              "ecutwfc": 30.0, "kspacing": 0.12}
+    params = {
+        "pseudo_dir": pseudo,
+        "pseudopotentials": {"Li": "Li.upf", "H": "H.upf"},
+        "ecutwfc": 30.0,
+        "kspacing": 0.12,
+    }
     _binary_test("espresso", params, "pw.x", tmp_path)
 
 
 def test_vasp(tmp_path):
-    params = {"command": os.environ.get("ASE_VASP_COMMAND", "vasp_std"),
-              "pp_path": os.environ.get("VASP_PP_PATH", str(tmp_path)), "encut": 300.0}
+    params = {
+        "command": os.environ.get("ASE_VASP_COMMAND", "vasp_std"),
+        "pp_path": os.environ.get("VASP_PP_PATH", str(tmp_path)),
+        "encut": 300.0,
+    }
     _binary_test("vasp", params, params["command"].split()[-1], tmp_path)
 
 
@@ -263,9 +282,14 @@ def test_chgnet_contract(tmp_path):
     a = bulk("MgO", "rocksalt", 4.25)
     a.positions += 0.04 * rng.normal(size=a.positions.shape)
     # CHGNet computes in float32: energy noise ~1e-5 eV sets the finite-difference tolerances.
-    tol = ContractTolerances(fd_step=0.01, force_atol=1e-2, stress_atol=1e-3,
-                             symmetry_atol=1e-5, translation_energy_atol=1e-4,
-                             translation_force_atol=2e-3)
+    tol = ContractTolerances(
+        fd_step=0.01,
+        force_atol=1e-2,
+        stress_atol=1e-3,
+        symmetry_atol=1e-5,
+        translation_energy_atol=1e-4,
+        translation_force_atol=2e-3,
+    )
     (lab,) = check_oracle(oracle, [a], rng=rng, tol=tol, n_fd_components=2)
     assert -7.0 < lab.energy / len(a) < -4.0  # MgO: about -6 eV/atom on the MP scale
 
@@ -283,8 +307,9 @@ def test_gpaw_default_bands_leave_ca_empty_bands_at_300_gpa(tmp_path):
     assert auto_nbands(ca) > 5  # occupied bands: 10 valence electrons / 2
     params = {"ecut": 400.0, "kspacing": 0.05}
     default = make_oracle(OracleConfig("gpaw", parameters=params), tmp_path / "a")
-    generous = make_oracle(OracleConfig("gpaw", parameters={**params, "nbands": 20}),
-                           tmp_path / "b")
+    generous = make_oracle(
+        OracleConfig("gpaw", parameters={**params, "nbands": 20}), tmp_path / "b"
+    )
     (a,), (b,) = default.label([ca]), generous.label([ca])
     assert isinstance(a, Label) and isinstance(b, Label), (a, b)
     gpa = 160.21766208

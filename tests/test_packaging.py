@@ -22,10 +22,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_wheel_ships_the_fused_kernels_and_uses_them(tmp_path):
     wheels = tmp_path / "wheels"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("alcsp-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -33,10 +45,21 @@ def test_the_wheel_ships_the_fused_kernels_and_uses_them(tmp_path):
 
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -44,8 +67,14 @@ def test_the_wheel_ships_the_fused_kernels_and_uses_them(tmp_path):
         "print(alcsp.__file__); print(f.unavailable_reason()); print(f.available())"
     )
     env = {**os.environ, "ALCSP_CACHE_DIR": str(tmp_path / "cache"), "PYTHONNOUSERSITE": "1"}
-    out = subprocess.run([sys.executable, "-c", probe, str(target)], env=env,
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     path, reason, ok = out.stdout.strip().splitlines()[-3:]
     assert Path(path).is_relative_to(target), f"imported the checkout, not the wheel: {path}"

@@ -36,10 +36,19 @@ BACKENDS = ["torch", "fused"]
 
 def small_config(species, attention=0, **kw) -> ACNNConfig:
     base = dict(
-        species=tuple(species), cutoff_radial=4.5, cutoff_angular=3.5, n_radial=6,
-        n_angular=4, basis_radial=6, basis_angular=5, embedding=(16, 16), fitting=(24, 24),
-        attention_layers=attention, attention_heads=2, seed=3,
-    )  # fmt: skip
+        species=tuple(species),
+        cutoff_radial=4.5,
+        cutoff_angular=3.5,
+        n_radial=6,
+        n_angular=4,
+        basis_radial=6,
+        basis_angular=5,
+        embedding=(16, 16),
+        fitting=(24, 24),
+        attention_layers=attention,
+        attention_heads=2,
+        seed=3,
+    )
     base.update(kw)
     return ACNNConfig(**base)
 
@@ -72,9 +81,12 @@ def test_spherical_harmonics_addition_theorem():
     ya, yb = spherical_harmonics(a, 4), spherical_harmonics(b, 4)
     cos = (a * b).sum(1)
     legendre = [
-        torch.ones_like(cos), cos, 0.5 * (3 * cos**2 - 1), 0.5 * (5 * cos**3 - 3 * cos),
+        torch.ones_like(cos),
+        cos,
+        0.5 * (3 * cos**2 - 1),
+        0.5 * (5 * cos**3 - 3 * cos),
         (35 * cos**4 - 30 * cos**2 + 3) / 8,
-    ]  # fmt: skip
+    ]
     for l in range(5):
         lhs = (ya[:, l * l : (l + 1) ** 2] * yb[:, l * l : (l + 1) ** 2]).sum(1)
         rhs = (2 * l + 1) / (4 * math.pi) * legendre[l]
@@ -128,9 +140,12 @@ def test_power_spectrum_equals_eq9_triple_sum(backend):
         u = vec / r.unsqueeze(1)
         cos = (u @ u.T).clamp(-1, 1)
         legendre = [
-            torch.ones_like(cos), cos, 0.5 * (3 * cos**2 - 1), 0.5 * (5 * cos**3 - 3 * cos),
+            torch.ones_like(cos),
+            cos,
+            0.5 * (3 * cos**2 - 1),
+            0.5 * (5 * cos**3 - 3 * cos),
             (35 * cos**4 - 30 * cos**2 + 3) / 8,
-        ]  # fmt: skip
+        ]
         ref = torch.stack(
             [
                 (2 * l + 1) / (4 * math.pi) * torch.einsum("jn,kn,jk->n", g, g, legendre[l])
@@ -189,8 +204,10 @@ def test_fused_neighbour_slots_equal_the_numpy_reference(monkeypatch, dtype):
     if not fused_mod.available():
         pytest.fail("the fused kernels did not build; see alcsp.potential.fused.library()")
     rng = np.random.default_rng(11)
-    atoms = [random_triclinic(["Be", "P", "N", "O", "O", "N", "Be"][: 2 + 2 * k], rng, 9.0)
-             for k in range(3)]  # fmt: skip
+    atoms = [
+        random_triclinic(["Be", "P", "N", "O", "O", "N", "Be"][: 2 + 2 * k], rng, 9.0)
+        for k in range(3)
+    ]
     species = torch.tensor([{4: 0, 15: 1, 7: 2, 8: 3}[z] for a in atoms for z in a.numbers])
     skin_lists = [pair_list(a.positions, a.cell.array, 4.5 + 0.6) for a in atoms]
     for a in atoms:  # move within the skin: the old lists still hold every pair
@@ -208,8 +225,9 @@ def test_fused_neighbour_slots_equal_the_numpy_reference(monkeypatch, dtype):
             assert got.used.any() and not got.used.all()  # padding present and used
             for field in ("neighbour", "species", "used", "shift"):
                 assert torch.equal(getattr(got, field), getattr(want, field)), (name, field)
-            torch.testing.assert_close(got.vector, want.vector, rtol=0, atol=1e-12 if
-                                       dtype == torch.float64 else 1e-5)
+            torch.testing.assert_close(
+                got.vector, want.vector, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-5
+            )
         fresh = build_graph(batch, species, 4.5, 3.5)  # same pairs in the same count
         assert int(fresh.radial.used.sum()) == int(fused_graph.radial.used.sum())
 

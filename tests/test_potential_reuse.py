@@ -22,10 +22,18 @@ SKIN = 0.5
 @pytest.fixture(scope="module")
 def model() -> ACNN:
     cfg = ACNNConfig(
-        species=("Cu", "Au"), cutoff_radial=CUTOFF, cutoff_angular=3.5, n_radial=6,
-        n_angular=4, basis_radial=6, basis_angular=5, l_max=2, embedding=(16, 16),
-        fitting=(24, 24), seed=5,
-    )  # fmt: skip
+        species=("Cu", "Au"),
+        cutoff_radial=CUTOFF,
+        cutoff_angular=3.5,
+        n_radial=6,
+        n_angular=4,
+        basis_radial=6,
+        basis_angular=5,
+        l_max=2,
+        embedding=(16, 16),
+        fitting=(24, 24),
+        seed=5,
+    )
     return ACNN(cfg).double()
 
 
@@ -98,8 +106,9 @@ def test_no_ids_or_zero_skin_builds_every_call(model):
 
 def pair_at(distance: float) -> Atoms:
     """Two Cu atoms ``distance`` Å apart along x in a cell too wide for other pairs."""
-    return Atoms("Cu2", positions=[[1, 5, 5], [1 + distance, 5, 5]], cell=np.diag([30.0] * 3),
-                 pbc=True)
+    return Atoms(
+        "Cu2", positions=[[1, 5, 5], [1 + distance, 5, 5]], cell=np.diag([30.0] * 3), pbc=True
+    )
 
 
 @pytest.mark.parametrize("move, rebuilt", [(0.999 * SKIN / 2, False), (1.001 * SKIN / 2, True)])
@@ -163,11 +172,15 @@ def test_random_moves_and_strains_near_the_threshold(model):
         for k, b in zip(ids, cur, strict=True):
             e = before[k]
             if pair_list_valid(e.positions, e.cell_inv, b.positions, b.cell.array, CUTOFF, SKIN):
-                kept = {(i, j, tuple(s)) for i, j, s in
-                        zip(e.pairs.i, e.pairs.j, e.pairs.shift.tolist(), strict=True)}
+                kept = {
+                    (i, j, tuple(s))
+                    for i, j, s in zip(e.pairs.i, e.pairs.j, e.pairs.shift.tolist(), strict=True)
+                }
                 need = pair_list(b.positions, b.cell.array, CUTOFF)
-                assert {(i, j, tuple(s)) for i, j, s in
-                        zip(need.i, need.j, need.shift.tolist(), strict=True)} <= kept
+                assert {
+                    (i, j, tuple(s))
+                    for i, j, s in zip(need.i, need.j, need.shift.tolist(), strict=True)
+                } <= kept
         if trial % 3 == 2:  # now and then move the references on (as a relaxation does)
             refs = cur
     assert pot.pair_lists_reused > 10 and pot.pair_lists_built > 10

@@ -122,9 +122,12 @@ def test_prototype_errors():
 
 def test_from_dict_parses_and_is_empty():
     cfg = ReferenceConfig.from_dict(
-        {"prototypes": {"Ca": ["fcc", "bcc", "sc"], "H": []}, "files": ["h.cif"],
-         "volumes": {"Ca": 8, "H": 5.5}}
-    )  # fmt: skip
+        {
+            "prototypes": {"Ca": ["fcc", "bcc", "sc"], "H": []},
+            "files": ["h.cif"],
+            "volumes": {"Ca": 8, "H": 5.5},
+        }
+    )
     assert cfg.prototypes == {"Ca": ("fcc", "bcc", "sc"), "H": ()}
     assert cfg.files == ("h.cif",)
     assert cfg.volumes == {"Ca": 8.0, "H": 5.5} and isinstance(cfg.volumes["Ca"], float)
@@ -233,9 +236,12 @@ def test_load_every_frame_of_a_multi_frame_file_and_absolute_paths(tmp_path: Pat
 def test_load_prototypes_and_files_together_with_volumes(tmp_path: Path):
     write(tmp_path / "l12.cif", _l12())
     cfg = ReferenceConfig.from_dict(
-        {"prototypes": {"Cu": ["fcc", "bcc"], "Au": ["fcc"]}, "files": ["l12.cif"],
-         "volumes": {"Au": 17.0}}
-    )  # fmt: skip
+        {
+            "prototypes": {"Cu": ["fcc", "bcc"], "Au": ["fcc"]},
+            "files": ["l12.cif"],
+            "volumes": {"Au": 17.0},
+        }
+    )
     calls: list[str] = []
 
     def default(el: str) -> float:
@@ -271,8 +277,14 @@ def test_missing_file(tmp_path: Path):
 @pytest.mark.parametrize("filename", ["h2.cif", "h2.txt", "POSCAR", "h2.extxyz"])
 def test_unparseable_file(tmp_path: Path, filename: str):
     (tmp_path / filename).write_text("this is\nnot a structure\n")
-    _raises(ReferenceConfig(files=(filename,)), tmp_path, "files", filename, "cannot read",
-            "CIF, extxyz or POSCAR")  # fmt: skip
+    _raises(
+        ReferenceConfig(files=(filename,)),
+        tmp_path,
+        "files",
+        filename,
+        "cannot read",
+        "CIF, extxyz or POSCAR",
+    )
 
 
 def test_element_outside_the_campaign(tmp_path: Path):
@@ -333,10 +345,18 @@ def test_not_periodic_or_zero_volume(tmp_path: Path):
 
 
 def test_wrong_terminal_warnings():
-    found = {"Ca": ("structure 42, I4/mmm", -1.9513), "H": ("structure 3, P1", -3.0),
-             "Cu": ("structure 9, Fm-3m", -3.5), "Au": ("structure 5, P1", -3.0)}  # fmt: skip
-    refs = {"Ca": ("fcc Ca", -2.0), "H": ("H2-Cmca.cif #0", -2.9), "Cu": ("fcc Cu", -3.501),
-            "Li": ("bcc Li", -1.0)}  # fmt: skip
+    found = {
+        "Ca": ("structure 42, I4/mmm", -1.9513),
+        "H": ("structure 3, P1", -3.0),
+        "Cu": ("structure 9, Fm-3m", -3.5),
+        "Au": ("structure 5, P1", -3.0),
+    }
+    refs = {
+        "Ca": ("fcc Ca", -2.0),
+        "H": ("H2-Cmca.cif #0", -2.9),
+        "Cu": ("fcc Cu", -3.501),
+        "Li": ("bcc Li", -1.0),
+    }
     out = wrong_terminal_warnings(found, refs, 0.005)
     assert len(out) == 2
     ca, h = out

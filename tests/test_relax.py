@@ -123,9 +123,7 @@ def test_torch_morse_matches_ase():
         out = TorchMorse().compute(StructureBatch.from_atoms([atoms]))
         assert abs(float(out.energy[0]) - ref.get_potential_energy()) < 1e-10
         np.testing.assert_allclose(out.forces.numpy(), ref.get_forces(), atol=1e-10)
-        np.testing.assert_allclose(
-            out.stress[0].numpy(), ref.get_stress(voigt=False), atol=1e-10
-        )
+        np.testing.assert_allclose(out.stress[0].numpy(), ref.get_stress(voigt=False), atol=1e-10)
 
 
 # --- agreement with ASE ---------------------------------------------------------------------
@@ -277,8 +275,9 @@ def test_non_finite_potential_is_unphysical_and_others_unaffected():
 def test_close_atoms_are_unphysical():
     atoms = bulk("Cu", "fcc", cubic=True)
     atoms.positions[1] = atoms.positions[0] + [0.3, 0.0, 0.0]
-    res = relax_structures([atoms], ASEPotential(EMT), 0.0,
-                           RelaxConfig(close_contact_patience=1))[0]
+    res = relax_structures([atoms], ASEPotential(EMT), 0.0, RelaxConfig(close_contact_patience=1))[
+        0
+    ]
     assert res.status == "unphysical"
     assert "covalent radii" in res.reason and "0.300 Å" in res.reason
     assert res.steps == 0
@@ -294,13 +293,13 @@ def test_a_brief_close_approach_that_the_potential_undoes_is_not_unphysical():
     # steps and the relaxation goes on to a physical minimum (checked with ASE's own EMT)
     atoms = bulk("Cu", "fcc", cubic=True)
     atoms.positions[1] = atoms.positions[0] + [1.0, 0.0, 0.0]
-    at_once = relax_structures([atoms], ASEPotential(EMT), 0.0,
-                               RelaxConfig(close_contact_patience=1))[0]
+    at_once = relax_structures(
+        [atoms], ASEPotential(EMT), 0.0, RelaxConfig(close_contact_patience=1)
+    )[0]
     assert at_once.status == "unphysical" and at_once.steps == 0
     res = relax_structures([atoms], ASEPotential(EMT))[0]
     assert res.status == "converged", res.reason
-    ratio = min_distance_ratio(res.atoms.positions, res.atoms.cell.array, res.atoms.numbers,
-                               1.0)[0]
+    ratio = min_distance_ratio(res.atoms.positions, res.atoms.cell.array, res.atoms.numbers, 1.0)[0]
     assert ratio > 0.5
     final = res.atoms.copy()
     final.calc = EMT()
@@ -327,14 +326,13 @@ def test_a_persistent_close_contact_stops_after_patience_checks(patience):
         assert np.linalg.norm(res.atoms.get_distance(0, 1, mic=True)) < 1.3
 
 
-@pytest.mark.parametrize(
-    ("scale", "word"), [(0.32, "below"), (2.6, "above")]
-)
+@pytest.mark.parametrize(("scale", "word"), [(0.32, "below"), (2.6, "above")])
 def test_volume_bounds_are_unphysical(scale, word):
     atoms = bulk("Cu", "fcc")  # 11.8 Å³/atom -> 0.39 or 207 Å³/atom
     atoms.set_cell(atoms.cell.array * scale, scale_atoms=True)
-    res = relax_structures([atoms], ASEPotential(EMT), 0.0,
-                           RelaxConfig(min_distance_fraction=0.0))[0]
+    res = relax_structures([atoms], ASEPotential(EMT), 0.0, RelaxConfig(min_distance_fraction=0.0))[
+        0
+    ]
     assert res.status == "unphysical"
     assert f"Å³/atom {word}" in res.reason
 
@@ -358,17 +356,18 @@ def test_cell_exploding_under_negative_pressure_is_unphysical():
 
 def test_cell_collapsing_under_huge_pressure_is_unphysical():
     atoms = bulk("Cu", "fcc").repeat((1, 1, 2))
-    res = relax_structures([atoms], TorchMorse(), 1e5,
-                           RelaxConfig(min_distance_fraction=0.0))[0]
+    res = relax_structures([atoms], TorchMorse(), 1e5, RelaxConfig(min_distance_fraction=0.0))[0]
     assert res.status == "unphysical" and "collapsed" in res.reason
 
 
 def test_cell_shape_bounds_are_unphysical():
     flat = Atoms("Cu", cell=[[2.5, 0, 0], [2.4, 0.3, 0], [0, 0, 15.0]], pbc=True)
-    long = Atoms("Cu40", positions=[[0, 0, 2.5 * k] for k in range(40)],
-                 cell=[2.5, 2.5, 110.0], pbc=True)
-    res = relax_structures([flat, long], ASEPotential(EMT), 0.0,
-                           RelaxConfig(min_distance_fraction=0.0))
+    long = Atoms(
+        "Cu40", positions=[[0, 0, 2.5 * k] for k in range(40)], cell=[2.5, 2.5, 110.0], pbc=True
+    )
+    res = relax_structures(
+        [flat, long], ASEPotential(EMT), 0.0, RelaxConfig(min_distance_fraction=0.0)
+    )
     assert res[0].status == "unphysical" and "cell angle" in res[0].reason
     assert res[1].status == "unphysical" and "lattice vector" in res[1].reason
 
@@ -443,8 +442,18 @@ def test_cli_relax_writes_every_structure_with_status(tmp_path):
     structures.append(squeezed)
     write(tmp_path / "in.extxyz", structures)
     out = tmp_path / "out.extxyz"
-    rc = main(["relax", str(tmp_path / "in.extxyz"), "--emt", "--pressure", "30",
-               "--out", str(out), "--quiet"])
+    rc = main(
+        [
+            "relax",
+            str(tmp_path / "in.extxyz"),
+            "--emt",
+            "--pressure",
+            "30",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     back = read(out, ":")
     assert [a.get_chemical_formula() for a in back] == [
@@ -482,10 +491,26 @@ def small_acnn():
         e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
         a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
         data.append(a)
-    cfg = ACNNConfig(species=["Cu", "Au"], n_radial=8, n_angular=6, basis_radial=8,
-                     basis_angular=8, l_max=2, embedding=(16, 16), fitting=(32, 32))
-    tcfg = TrainConfig(steps=400, batch_size=8, lr=3e-3, decay_every=100, lr_decay=0.7,
-                       eval_every=400, p_w=1.0, dtype="float32")
+    cfg = ACNNConfig(
+        species=["Cu", "Au"],
+        n_radial=8,
+        n_angular=6,
+        basis_radial=8,
+        basis_angular=8,
+        l_max=2,
+        embedding=(16, 16),
+        fitting=(32, 32),
+    )
+    tcfg = TrainConfig(
+        steps=400,
+        batch_size=8,
+        lr=3e-3,
+        decay_every=100,
+        lr_decay=0.7,
+        eval_every=400,
+        p_w=1.0,
+        dtype="float32",
+    )
     model, _ = train(data, cfg, tcfg)
     return model
 

@@ -59,10 +59,21 @@ class Chromium:
 
         self.log = (profile.parent / "chromium.log").open("w")
         self.proc = subprocess.Popen(
-            [exe, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-             "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            close_fds=False, preexec_fn=child, stdout=self.log, stderr=self.log,
-        )  # fmt: skip
+            [
+                exe,
+                "--headless",
+                "--disable-gpu",
+                "--no-sandbox",
+                "--no-first-run",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            close_fds=False,
+            preexec_fn=child,
+            stdout=self.log,
+            stderr=self.log,
+        )
         os.close(cmd_r)
         os.close(res_w)
         self.w, self.r = cmd_w, res_r
@@ -82,8 +93,13 @@ class Chromium:
         msg, self.buf = self.buf.split(b"\0", 1)
         return json.loads(msg)
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 30.0) -> dict:  # fmt: skip
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        session: str | None = None,
+        timeout: float = 30.0,
+    ) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -141,9 +157,11 @@ class Page:
         self.browser, self.session = browser, session
 
     def eval(self, expression: str):
-        r = self.browser.send("Runtime.evaluate", {"expression": expression,
-                              "returnByValue": True, "awaitPromise": True},
-                              session=self.session)  # fmt: skip
+        r = self.browser.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            session=self.session,
+        )
         if "exceptionDetails" in r:
             raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
         return r["result"].get("value")
@@ -171,8 +189,9 @@ class Page:
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if _chromium() is None:
-        subprocess.run(["bash", str(ROOT / "scripts" / "install_chromium.sh")], check=False,
-                       timeout=900)  # fmt: skip
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "install_chromium.sh")], check=False, timeout=900
+        )
     exe = _chromium()
     if exe is None:
         pytest.skip("no Chromium: run scripts/install_chromium.sh as root on Debian/Ubuntu")
@@ -224,10 +243,22 @@ def test_report_files_and_contents(report, campaign):
     # the two figures are inlined: the page stands alone
     assert page.count('src="data:image/png;base64,') == 2
     # human headers with units, not snake_case
-    for header in ("E<sub>hull</sub> (meV/atom)", "Formation enthalpy (meV/atom)",
-                   "Volume (Å³/atom)", "Density (g/cm³)", "Space group", "Structure id",
-                   "Origin", "Oracle calls", "Core-hours", "Seed", "Search stopped",
-                   "Selection rule", "Structures optimised", "Converged"):  # fmt: skip
+    for header in (
+        "E<sub>hull</sub> (meV/atom)",
+        "Formation enthalpy (meV/atom)",
+        "Volume (Å³/atom)",
+        "Density (g/cm³)",
+        "Space group",
+        "Structure id",
+        "Origin",
+        "Oracle calls",
+        "Core-hours",
+        "Seed",
+        "Search stopped",
+        "Selection rule",
+        "Structures optimised",
+        "Converged",
+    ):
         assert header in page, header
     assert "e_hull_mev" not in page and "wall_time_s" not in page
     assert "<details><summary>Campaign config" in page and 'name = "tiny"' in page
@@ -237,8 +268,7 @@ def test_report_files_and_contents(report, campaign):
     assert "RuntimeError: no cages here" in page
     # the stored phases keep their machine names; volumes and densities are physical
     phases = json.loads((out / "phases.json").read_text())
-    assert phases and all(2 < p["density"] < 25 and 8 < p["volume_per_atom"] < 25
-                          for p in phases)  # fmt: skip
+    assert phases and all(2 < p["density"] < 25 and 8 < p["volume_per_atom"] < 25 for p in phases)
     assert {p["composition"] for p in phases if p["e_hull_mev"] <= 1e-6} >= {"Cu", "Au"}
 
 
@@ -287,8 +317,7 @@ def test_interactive_hull_works_offline(report, browser):
     page = browser.open(path.as_uri())
     assert page.errors() == []
     assert page.eval("typeof Plotly") == "object"
-    n_points = page.eval("document.querySelectorAll('.js-plotly-plot .scatterlayer .point')"
-                         ".length")  # fmt: skip
+    n_points = page.eval("document.querySelectorAll('.js-plotly-plot .scatterlayer .point').length")
     assert n_points >= 2
     title = page.eval("document.querySelector('.gtitle').textContent")
     assert "Cu–Au at 0 GPa" in title and "emt" in title
@@ -327,8 +356,9 @@ def test_hull_join_rule():
     lh = SimpleNamespace(hull=_bepno())
 
     def cfg(*joins):
-        return SimpleNamespace(compositions=SimpleNamespace(joins=joins),
-                               campaign=SimpleNamespace(report_ehull=0.05))  # fmt: skip
+        return SimpleNamespace(
+            compositions=SimpleNamespace(joins=joins), campaign=SimpleNamespace(report_ehull=0.05)
+        )
 
     assert _hull_join(cfg(), lh, "BeO,P2O5")[0] == ("BeO", "P2O5")
     config_join = Join(("BeO", "P3N5"), 2)

@@ -25,10 +25,19 @@ SPECIES = ("H", "Mg")
 
 def small_config(species=SPECIES, **kw) -> ACNNConfig:
     base = dict(
-        species=tuple(species), cutoff_radial=4.5, cutoff_angular=3.5, n_radial=6,
-        n_angular=4, basis_radial=6, basis_angular=5, embedding=(16, 16), fitting=(24, 24),
-        attention_layers=0, attention_heads=2, seed=3,
-    )  # fmt: skip
+        species=tuple(species),
+        cutoff_radial=4.5,
+        cutoff_angular=3.5,
+        n_radial=6,
+        n_angular=4,
+        basis_radial=6,
+        basis_angular=5,
+        embedding=(16, 16),
+        fitting=(24, 24),
+        attention_layers=0,
+        attention_heads=2,
+        seed=3,
+    )
     base.update(kw)
     return ACNNConfig(**base)
 
@@ -43,9 +52,11 @@ def numpy_zbl(r: np.ndarray, zi: int, zj: int) -> np.ndarray:
     a = 0.8854 * 0.529177210903 / (zi**0.23 + zj**0.23)
     x = r / a
     phi = (
-        0.18175 * np.exp(-3.19980 * x) + 0.50986 * np.exp(-0.94229 * x)
-        + 0.28022 * np.exp(-0.40290 * x) + 0.02817 * np.exp(-0.20162 * x)
-    )  # fmt: skip
+        0.18175 * np.exp(-3.19980 * x)
+        + 0.50986 * np.exp(-0.94229 * x)
+        + 0.28022 * np.exp(-0.40290 * x)
+        + 0.02817 * np.exp(-0.20162 * x)
+    )
     return zi * zj * 14.399645 / r * phi
 
 
@@ -65,8 +76,9 @@ def crowded_cell(rng: np.random.Generator) -> Atoms:
     """A skewed Mg2H5 cell with an H–H pair below r_in (pure ZBL), one H–H and one Mg–H pair
     inside the switching region, everything else farther than r_out."""
     cell = np.eye(3) * 4.2 + rng.normal(0, 0.3, (3, 3))
-    pos = np.array([[0.3, 0.2, 0.1], [2.4, 2.3, 2.2], [0.3, 2.4, 0.2], [2.4, 0.2, 2.3],
-                    [1.3, 1.2, 3.4]]) @ (cell / 4.2)  # fmt: skip
+    pos = np.array(
+        [[0.3, 0.2, 0.1], [2.4, 2.3, 2.2], [0.3, 2.4, 0.2], [2.4, 0.2, 2.3], [1.3, 1.2, 3.4]]
+    ) @ (cell / 4.2)
     u = rng.normal(size=(3, 3))
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     extra = [pos[2] + 0.15 * u[0], pos[3] + 0.36 * u[1], pos[0] + 1.0 * u[2]]
@@ -161,8 +173,9 @@ def test_forces_and_stress_match_finite_differences_with_the_prior(backend):
     model = ACNN(small_config()).double()
     atoms = crowded_cell(rng)
     out = efs(model, [atoms], backend)
-    prior = float(out.energy[0]) - float(efs(ACNN(small_config(repulsion="none")).double(),
-                                             [atoms], backend).energy[0])  # fmt: skip
+    prior = float(out.energy[0]) - float(
+        efs(ACNN(small_config(repulsion="none")).double(), [atoms], backend).energy[0]
+    )
     assert prior > 10.0  # the close pairs are really in the prior's range
 
     def energy(a):
@@ -217,8 +230,9 @@ def test_beyond_r_out_the_prior_changes_nothing(backend):
     rng = np.random.default_rng(6)
     cell = np.eye(3) * 5.0 + rng.normal(0, 0.2, (3, 3))
     frac = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5], [0.25, 0.25, 0.25]])
-    atoms = Atoms("MgMgHHH", scaled_positions=frac + rng.normal(0, 0.01, frac.shape), cell=cell,
-                  pbc=True)  # fmt: skip
+    atoms = Atoms(
+        "MgMgHHH", scaled_positions=frac + rng.normal(0, 0.01, frac.shape), cell=cell, pbc=True
+    )
     d = atoms.get_all_distances(mic=True) + 10 * np.eye(len(atoms))
     assert d.min() > 0.75 * covalent_sum("Mg", "Mg")  # beyond every pair's r_out
     a = efs(ACNN(small_config()).double(), [atoms], backend)
@@ -233,8 +247,9 @@ def test_a_collapsing_pair_is_pushed_apart_even_by_an_untrained_model():
     bare = ACNN(small_config(repulsion="none")).double()
     energies = []
     for d in (0.4, 0.3, 0.2, 0.1, 0.05):
-        atoms = Atoms("HHMg", positions=[[1, 1, 1], [1 + d, 1, 1], [4, 4, 4]], cell=[9] * 3,
-                      pbc=True)  # fmt: skip
+        atoms = Atoms(
+            "HHMg", positions=[[1, 1, 1], [1 + d, 1, 1], [4, 4, 4]], cell=[9] * 3, pbc=True
+        )
         out = efs(model, [atoms])
         energies.append(float(out.energy[0]))
         assert float(out.forces[1, 0]) > 0 > float(out.forces[0, 0])  # pushed apart
@@ -248,13 +263,21 @@ def test_padded_slots_contribute_nothing_and_zero_vectors_give_no_nan():
     nothing, and a used slot of length 0 (coincident atoms) stays finite with a finite grad."""
     rep = ZBLRepulsion(SPECIES, 0.35, 0.75).double()
     vec = torch.tensor(
-        [[[0.3, 0.0, 0.0], [0.0, 0.1, 0.0], [6.0, 0.0, 0.0]],
-         [[-0.3, 0.0, 0.0], [0.0, 0.0, 0.0], [6.0, 0.0, 0.0]]], dtype=torch.float64,
-    ).requires_grad_(True)  # [N=2, R=3, 3]  # fmt: skip
+        [
+            [[0.3, 0.0, 0.0], [0.0, 0.1, 0.0], [6.0, 0.0, 0.0]],
+            [[-0.3, 0.0, 0.0], [0.0, 0.0, 0.0], [6.0, 0.0, 0.0]],
+        ],
+        dtype=torch.float64,
+    ).requires_grad_(True)  # [N=2, R=3, 3]
     used = torch.tensor([[True, False, False], [True, True, False]])
     nbr = torch.tensor([[1, 0, 0], [0, 1, 1]])
-    slots = Slots(neighbour=nbr, shift=torch.zeros(2, 3, 3, dtype=torch.float64), vector=vec,
-                  species=torch.zeros(2, 3, dtype=torch.long), used=used)  # fmt: skip
+    slots = Slots(
+        neighbour=nbr,
+        shift=torch.zeros(2, 3, 3, dtype=torch.float64),
+        vector=vec,
+        species=torch.zeros(2, 3, dtype=torch.long),
+        used=used,
+    )
     e = rep(vec, slots, torch.zeros(2, dtype=torch.long))  # [2]
     (grad,) = torch.autograd.grad(e.sum(), vec)
     assert torch.isfinite(e).all() and torch.isfinite(grad).all()
@@ -359,8 +382,12 @@ def test_config_validation_names_the_field_and_the_allowed_values():
         small_config(repulsion_outer="0.7")
     with pytest.raises(ValueError, match="exceeds cutoff_angular"):
         small_config(species=("Cs",), cutoff_radial=3.0, cutoff_angular=3.0)
-    assert small_config(species=("Cs",), cutoff_radial=3.0, cutoff_angular=3.0,
-                        repulsion="none").repulsion == "none"  # fmt: skip
+    assert (
+        small_config(
+            species=("Cs",), cutoff_radial=3.0, cutoff_angular=3.0, repulsion="none"
+        ).repulsion
+        == "none"
+    )
     toml = '[campaign]\nname = "t"\n[compositions]\nelements = ["Cu", "Au"]\n'
     toml += 'max_formula_atoms = 2\n[oracle]\nname = "emt"\n[model]\n'
     assert parse_config(toml).model.repulsion == "zbl"

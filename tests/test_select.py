@@ -110,8 +110,9 @@ def test_committee_rule_ranks_by_a_lower_confidence_bound():
     lcb = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee"))
     assert lcb.compositions == ("B",) and lcb.minima[0].id == "b2"
     # kappa = 0 is the paper's ranking again
-    zero = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee",
-                                                      kappa=0.0))  # fmt: skip
+    zero = select_for_labelling(
+        data, SelectionConfig(c_max=1, l_max=1, rule="committee", kappa=0.0)
+    )
     assert zero.ids == paper.ids
 
 

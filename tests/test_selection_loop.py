@@ -95,9 +95,11 @@ def test_each_trust_frame_is_the_first_frame_past_the_committee_trust_level(loop
     model = load_model(store.model_path([m for m in store.models() if m.iteration == 1][-1]))
     starts = sorted(frames)[:4]
     again = relax_structures(
-        store.get_atoms(starts), ACNNPotential(model, dtype=torch.float64),
-        0.0, loop.config.relax,
-    )  # fmt: skip
+        store.get_atoms(starts),
+        ACNNPotential(model, dtype=torch.float64),
+        0.0,
+        loop.config.relax,
+    )
     for start, result in zip(starts, again, strict=True):
         assert result.status != "converged"
         dev = committee.evaluate(list(result.frames)).force_deviation
@@ -119,14 +121,15 @@ def test_the_iteration_stays_within_its_cap_and_failure_share(loop):
     left = 60 - calls["initial"]
     cap = left // 2
     assert loop.iteration_cap(1) == cap
-    got = store.conn.execute(
-        "SELECT l.structure_id FROM labels l WHERE l.iteration = 1"
-    ).fetchall()
+    got = store.conn.execute("SELECT l.structure_id FROM labels l WHERE l.iteration = 1").fetchall()
     assert 0 < len(got) <= cap
     failures = set(store.children("trust_frame").values())
     rel = store.relaxations(iteration=1, method="acnn")
-    failures |= {int(s) for s, st in zip(rel["structure_id"], rel["status"], strict=True)
-                 if st != "converged"}  # fmt: skip
+    failures |= {
+        int(s)
+        for s, st in zip(rel["structure_id"], rel["status"], strict=True)
+        if st != "converged"
+    }
     n_fail = sum(1 for (sid,) in got if sid in failures)
     assert n_fail <= int(0.25 * cap)
 
@@ -136,15 +139,24 @@ def test_stop_reason_needs_no_new_label_near_the_hull(loop):
     1 E_hull within the window on the hull of every label?"""
     lh = loop._labelled_hull()
     window = loop.config.campaign.stop_window_ev
-    near_new = [j for j in range(len(lh.kept)) if lh.hull.e_hull[j] <= window + 1e-12
-                and lh.structures[lh.kept[j]].info["iteration"] == 1]  # fmt: skip
+    near_new = [
+        j
+        for j in range(len(lh.kept))
+        if lh.hull.e_hull[j] <= window + 1e-12 and lh.structures[lh.kept[j]].info["iteration"] == 1
+    ]
     elements_only = set(lh.hull.stable_keys) <= {"Cu", "Au"}
     reason = loop.stop_reason(1)
     if near_new:
         assert reason is None
     elif not elements_only or not loop.reference_names():
-        spread = loop._committee_spread(1, [lh.structures[lh.kept[j]] for j in range(len(
-            lh.kept)) if lh.hull.e_hull[j] <= window + 1e-12])  # fmt: skip
+        spread = loop._committee_spread(
+            1,
+            [
+                lh.structures[lh.kept[j]]
+                for j in range(len(lh.kept))
+                if lh.hull.e_hull[j] <= window + 1e-12
+            ],
+        )
         assert (reason is None) == (spread is not None and spread >= 0.005)
     assert loop.stop_reason(0) is None
     assert loop.store.meta("stop_reason")
@@ -158,8 +170,12 @@ SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(
 def _relaxations(store):
     rel = store.relaxations(method="acnn")
     atoms = store.get_atoms([int(i) for i in rel["structure_id"]])
-    return (list(rel["initial_id"]), list(rel["status"]), rel["enthalpy_per_atom"],
-            [a.positions for a in atoms])  # fmt: skip
+    return (
+        list(rel["initial_id"]),
+        list(rel["status"]),
+        rel["enthalpy_per_atom"],
+        [a.positions for a in atoms],
+    )
 
 
 @pytest.mark.slow
@@ -173,8 +189,11 @@ def test_search_shards_give_the_same_campaign_inline_and_on_two_workers(tmp_path
         camp = Campaign.create(tmp_path / kind, text)
         try:
             hull = camp.run()
-            out[kind] = (_relaxations(camp.store), sorted(camp.store.labelled_ids("emt")),
-                         hull.stable if hull else None)  # fmt: skip
+            out[kind] = (
+                _relaxations(camp.store),
+                sorted(camp.store.labelled_ids("emt")),
+                hull.stable if hull else None,
+            )
         finally:
             camp.close()
     (ids_a, st_a, h_a, pos_a), lab_a, hull_a = out["inline"]

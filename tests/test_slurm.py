@@ -108,8 +108,9 @@ def _cannot(reason: str) -> None:
 
 
 def _script(action: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), action], capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        ["bash", str(SCRIPT), action], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +126,15 @@ def slurm():
     for action in ("install", "start"):
         res = _script(action)
         if res.returncode != 0:
-            _cannot(f"scripts/slurm.sh {action} failed ({res.returncode}):\n"
-                    f"{res.stdout[-2000:]}{res.stderr[-3000:]}")
-    node = re.search(r"^NodeName=(\S+)", subprocess.run(
-        ["slurmd", "-C"], capture_output=True, text=True, check=True).stdout, re.M)[1]  # fmt: skip
+            _cannot(
+                f"scripts/slurm.sh {action} failed ({res.returncode}):\n"
+                f"{res.stdout[-2000:]}{res.stderr[-3000:]}"
+            )
+    node = re.search(
+        r"^NodeName=(\S+)",
+        subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True).stdout,
+        re.M,
+    )[1]
     yield node
     if not was_up:
         res = _script("stop")
@@ -139,8 +145,12 @@ def slurm():
 def _relaxations(store):
     rel = store.relaxations(method="acnn")
     atoms = store.get_atoms([int(i) for i in rel["structure_id"]])
-    return (list(rel["initial_id"]), list(rel["status"]), rel["enthalpy_per_atom"],
-            [a.positions for a in atoms])  # fmt: skip
+    return (
+        list(rel["initial_id"]),
+        list(rel["status"]),
+        rel["enthalpy_per_atom"],
+        [a.positions for a in atoms],
+    )
 
 
 def _labels(store):
@@ -151,8 +161,12 @@ def _labels(store):
 
 
 def _squeue(job_ids: list[str]) -> list[list[str]]:
-    out = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%P|%j|%N"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%P|%j|%N"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line.split("|") for line in out.split()]
 
 
@@ -161,8 +175,11 @@ def _jobcomp(job_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         text = JOBCOMP.read_text() if JOBCOMP.exists() else ""
-        lines = {m[1]: line for line in text.splitlines()
-                 if (m := re.match(r"JobId=(\d+) ", line)) and m[1] in job_ids}  # fmt: skip
+        lines = {
+            m[1]: line
+            for line in text.splitlines()
+            if (m := re.match(r"JobId=(\d+) ", line)) and m[1] in job_ids
+        }
         if len(lines) == len(job_ids) or time.monotonic() > deadline:
             return lines
         time.sleep(0.5)
@@ -174,7 +191,9 @@ def test_a_campaign_on_slurm_equals_the_inline_campaign(slurm, tmp_path, monkeyp
     tag = f"alcsp-test-{uuid.uuid4().hex[:8]}"
     logs = tmp_path / "slurm-logs"
     logs.mkdir()
-    on_slurm = TINY.replace('[executor]\nkind = "inline"', f"""[executor]
+    on_slurm = TINY.replace(
+        '[executor]\nkind = "inline"',
+        f"""[executor]
 kind = "dask"
 
 [executor.dask]
@@ -185,8 +204,9 @@ cores = 1
 memory = "4GB"
 walltime = "00:10:00"
 job_extra_directives = ["--job-name={tag}", "--output={logs}/%j.out"]
-local_directory = "{tmp_path / 'dask-worker-space'}"
-""")
+local_directory = "{tmp_path / "dask-worker-space"}"
+""",
+    )
     assert on_slurm != TINY
 
     submitted = []  # tasks the campaign sent to the Dask executor
@@ -245,8 +265,9 @@ local_directory = "{tmp_path / 'dask-worker-space'}"
     np.testing.assert_allclose(e_a, e_b, rtol=0, atol=1e-9)
     assert hull_a.structure_ids == hull_b.structure_ids
     assert hull_a.stable.keys() == hull_b.stable.keys()
-    np.testing.assert_allclose(list(hull_a.stable.values()), list(hull_b.stable.values()),
-                               rtol=0, atol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        list(hull_a.stable.values()), list(hull_b.stable.values()), rtol=0, atol=1e-9
+    )
 
 
 def test_one_worker_per_job_launches_an_mpi_style_step(slurm, tmp_path):
@@ -255,13 +276,24 @@ def test_one_worker_per_job_launches_an_mpi_style_step(slurm, tmp_path):
     (N cores booked for it). A task on that worker runs ``srun -n N`` inside the job's
     allocation, as an oracle's ``command = "srun -n N vasp_std"`` would."""
     n = min(2, os.cpu_count() or 1)
-    cfg = DaskConfig(cluster="slurm", queue="debug", cores=1, memory="2GB",
-                     walltime="00:05:00", jobs=1,
-                     job_extra_directives=(f"--ntasks={n}", f"--output={tmp_path}/%j.out"))
+    cfg = DaskConfig(
+        cluster="slurm",
+        queue="debug",
+        cores=1,
+        memory="2GB",
+        walltime="00:05:00",
+        jobs=1,
+        job_extra_directives=(f"--ntasks={n}", f"--output={tmp_path}/%j.out"),
+    )
 
     def ranks(_: int) -> tuple[str, list[str]]:
-        out = subprocess.run(["srun", "-n", str(n), "bash", "-c", "echo $SLURM_PROCID"],
-                             capture_output=True, text=True, timeout=60, check=True)
+        out = subprocess.run(
+            ["srun", "-n", str(n), "bash", "-c", "echo $SLURM_PROCID"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return os.environ["SLURM_JOB_ID"], sorted(out.stdout.split())
 
     with DaskExecutor(cfg) as ex:
@@ -271,8 +303,9 @@ def test_one_worker_per_job_launches_an_mpi_style_step(slurm, tmp_path):
         assert procids == [str(k) for k in range(n)]
         threads = ex.client.run(lambda dask_worker: dask_worker.state.nthreads)
         assert list(threads.values()) == [1]  # one worker, one task at a time
-        cpus = subprocess.run(["squeue", "-h", "-j", job, "-o", "%C|%T"], capture_output=True,
-                              text=True, check=True).stdout.split()  # fmt: skip
+        cpus = subprocess.run(
+            ["squeue", "-h", "-j", job, "-o", "%C|%T"], capture_output=True, text=True, check=True
+        ).stdout.split()
         assert cpus == [f"{n}|RUNNING"]
 
 
@@ -281,9 +314,15 @@ def test_an_ended_job_is_replaced_and_workers_retire_before_the_walltime(slurm, 
     (``--lifetime``) and a job that ends — walltime, preemption, node failure; here
     ``scancel`` — is replaced by a new one (the executor adapts to ``jobs`` rather than
     scaling once, after which it would wait forever for workers)."""
-    cfg = DaskConfig(cluster="slurm", queue="debug", cores=1, memory="2GB",
-                     walltime="00:10:00", jobs=1,
-                     job_extra_directives=(f"--output={tmp_path}/%j.out",))  # fmt: skip
+    cfg = DaskConfig(
+        cluster="slurm",
+        queue="debug",
+        cores=1,
+        memory="2GB",
+        walltime="00:10:00",
+        jobs=1,
+        job_extra_directives=(f"--output={tmp_path}/%j.out",),
+    )
 
     def job_id(_: int) -> str:
         return os.environ["SLURM_JOB_ID"]
@@ -306,15 +345,24 @@ def test_walltime_forms_and_the_worker_lifetime_before_them():
     """Slurm's walltime forms (PBS uses HH:MM:SS); workers retire min(10 min, 10%) before
     the walltime (at least 30 s), staggered by a third of that; none for a short or
     unreadable walltime."""
-    forms = {"30": 1800, "05:30": 330, "12:00:00": 43200, "1-00": 86400,
-             "1-02:30": 95400, "2-03:04:05": 183845}  # fmt: skip
+    forms = {
+        "30": 1800,
+        "05:30": 330,
+        "12:00:00": 43200,
+        "1-00": 86400,
+        "1-02:30": 95400,
+        "2-03:04:05": 183845,
+    }
     for text, seconds in forms.items():
         assert walltime_seconds(text) == seconds, text
     for bad in ("", "x", "1:2:3:4", "1-2:3:4:5"):
         assert walltime_seconds(bad) is None, bad
-    assert worker_lifetime_args("12:00:00") == ["--lifetime", "42600s",
-                                                "--lifetime-stagger", "200s"]  # fmt: skip
-    assert worker_lifetime_args("01:00:00") == ["--lifetime", "3240s",
-                                                "--lifetime-stagger", "120s"]  # fmt: skip
+    assert worker_lifetime_args("12:00:00") == [
+        "--lifetime",
+        "42600s",
+        "--lifetime-stagger",
+        "200s",
+    ]
+    assert worker_lifetime_args("01:00:00") == ["--lifetime", "3240s", "--lifetime-stagger", "120s"]
     assert worker_lifetime_args("00:00:50") == []
     assert worker_lifetime_args("soon") == []

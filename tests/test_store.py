@@ -397,8 +397,9 @@ def test_labels_keep_free_and_zero_smearing_energies_apart(tmp_path, store):
 
     (sid,) = store.add_structures(cells(np.random.default_rng(0), 1), "initial", 0)
     f = np.zeros((4, 3))
-    store.add_labels([(sid, Label(-10.0, f, np.zeros((3, 3)), "gpaw", 1.0,
-                                  energy_zero=-9.96))], iteration=0)
+    store.add_labels(
+        [(sid, Label(-10.0, f, np.zeros((3, 3)), "gpaw", 1.0, energy_zero=-9.96))], iteration=0
+    )
     (lab,) = store.get_labels([sid], "gpaw").values()
     assert lab.energy == -10.0 and lab.hull_energy == -9.96
     (a,) = store.training_set("gpaw")

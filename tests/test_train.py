@@ -12,9 +12,15 @@ from alcsp.cli import main
 from alcsp.potential import ACNNConfig, TrainConfig, evaluate, load_model, train, write_labelled
 
 SMALL = dict(
-    cutoff_radial=5.0, cutoff_angular=4.0, n_radial=8, n_angular=6, basis_radial=8,
-    basis_angular=8, embedding=(32, 32), fitting=(64, 64),
-)  # fmt: skip
+    cutoff_radial=5.0,
+    cutoff_angular=4.0,
+    n_radial=8,
+    n_angular=6,
+    basis_radial=8,
+    basis_angular=8,
+    embedding=(32, 32),
+    fitting=(64, 64),
+)
 
 
 @pytest.mark.slow

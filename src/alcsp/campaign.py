@@ -104,9 +104,11 @@ def _load_references(config: CampaignConfig, base_dir: Path) -> list[Reference]:
     if config.references.is_empty:
         return []
     return load_references(
-        config.references, config.elements, base_dir,
+        config.references,
+        config.elements,
+        base_dir,
         {el: start_volume_per_atom(el, config.generate)[0] for el in config.elements},
-    )  # fmt: skip
+    )
 
 
 def _space_group(atoms: Atoms) -> str:
@@ -173,8 +175,11 @@ def terminal_warnings(store: CampaignStore, config: CampaignConfig) -> list[str]
     lh = labelled_hull(store, config.oracle.name, config.campaign.pressure, config.elements)
     if lh is None:
         return []
-    parents = {r.structure_id: r.parent_id for r in store.oracle_relaxations()
-               if r.structure_id is not None}  # fmt: skip
+    parents = {
+        r.structure_id: r.parent_id
+        for r in store.oracle_relaxations()
+        if r.structure_id is not None
+    }
     found: dict[str, tuple[str, float]] = {}
     ref: dict[str, tuple[str, float]] = {}
     for i in range(len(lh.kept)):
@@ -211,7 +216,10 @@ class Campaign:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(
-        cls, directory: str | Path, config_text: str, say: Say | None = None,
+        cls,
+        directory: str | Path,
+        config_text: str,
+        say: Say | None = None,
         base_dir: str | Path = ".",
     ) -> Campaign:
         """A new campaign in ``directory``; ``[references]`` files are read relative to
@@ -242,7 +250,10 @@ class Campaign:
 
     @classmethod
     def open(
-        cls, directory: str | Path, say: Say | None = None, config_text: str | None = None,
+        cls,
+        directory: str | Path,
+        say: Say | None = None,
+        config_text: str | None = None,
         base_dir: str | Path = ".",
     ) -> Campaign:
         """Open an existing campaign; ``config_text`` replaces its config (e.g. a new budget,
@@ -257,8 +268,9 @@ class Campaign:
                 raise
             store.set_meta("config", config_text)
         try:
-            campaign = cls(store, parse_config(store.config_text, source=f"{directory} config"),
-                           say)
+            campaign = cls(
+                store, parse_config(store.config_text, source=f"{directory} config"), say
+            )
             if references is not None:
                 campaign._add_references(references)
         except BaseException:
@@ -272,8 +284,9 @@ class Campaign:
         new = [r for r in references if r.name not in names.values()]
         if not new:
             return
-        ids = self.store.add_structures([r.atoms for r in new], origin="reference_phase",
-                                        iteration=0)  # fmt: skip
+        ids = self.store.add_structures(
+            [r.atoms for r in new], origin="reference_phase", iteration=0
+        )
         names.update({sid: r.name for sid, r in zip(ids, new, strict=True)})
         self.store.set_meta("references", json.dumps({str(k): v for k, v in names.items()}))
         self.say(f"references: {', '.join(r.name for r in new)}")
@@ -339,11 +352,19 @@ class Campaign:
         hull = self.oracle_hull()
         stats = self._relax_stats(n)
         self.store.update_iteration(
-            n, stage="done", hull=hull.to_json() if hull else None, finished=True,
-            counts={**stats, "relaxed": n_relaxed, "labelled": ok,
-                    "label_failures": failed, "validation": errors},
+            n,
+            stage="done",
+            hull=hull.to_json() if hull else None,
+            finished=True,
+            counts={
+                **stats,
+                "relaxed": n_relaxed,
+                "labelled": ok,
+                "label_failures": failed,
+                "validation": errors,
+            },
             timings={"select_label": t3 - t2},
-        )  # fmt: skip
+        )
         stable = ", ".join(sorted(hull.stable)) if hull else "none yet"
         self.say(
             f"iteration {n} done: {stats['relaxations']} relaxed, {ok} "
@@ -369,9 +390,12 @@ class Campaign:
         ok, failed = self._label_counts(ids)
         hull = self.oracle_hull()
         self.store.update_iteration(
-            0, stage="done", hull=hull.to_json() if hull else None,
-            finished=True, counts={"labelled": ok, "label_failures": failed},
-        )  # fmt: skip
+            0,
+            stage="done",
+            hull=hull.to_json() if hull else None,
+            finished=True,
+            counts={"labelled": ok, "label_failures": failed},
+        )
 
     def relax_references(self) -> None:
         """Relax every successfully labelled reference phase with the oracle (once; a kill
@@ -398,27 +422,44 @@ class Campaign:
             # each step is one oracle call, plus the first evaluation
             steps = max(1, min(steps, left // len(ids) - 1))
         names = self.reference_names()
-        self.say(f"{stage}: relaxing {len(ids)} structures with {self.oracle.name} "
-                 f"(at most {steps} steps each)")  # fmt: skip
+        self.say(
+            f"{stage}: relaxing {len(ids)} structures with {self.oracle.name} "
+            f"(at most {steps} steps each)"
+        )
         results = relax_with_oracle(
-            self.oracle, self.store.get_atoms(ids), [f"{stage}-s{i}" for i in ids],
-            self.config.campaign.pressure, fin.fmax, steps, self.executor,
+            self.oracle,
+            self.store.get_atoms(ids),
+            [f"{stage}-s{i}" for i in ids],
+            self.config.campaign.pressure,
+            fin.fmax,
+            steps,
+            self.executor,
             max_time_s=fin.max_time_s or None,
-        )  # fmt: skip
+        )
         for sid, r in zip(ids, results, strict=True):
             what = names.get(sid, f"structure {sid}")
             if isinstance(r, OracleRelaxFailure):
-                self.store.add_oracle_relaxation(sid, stage, round_, "failed", 0, r.calls,
-                                                 r.wall_time, r.reason)  # fmt: skip
+                self.store.add_oracle_relaxation(
+                    sid, stage, round_, "failed", 0, r.calls, r.wall_time, r.reason
+                )
                 self.say(f"{stage}: relaxing {what} failed: {r.reason}")
                 continue
             self.store.add_oracle_relaxation(
-                sid, stage, round_, str(r.status), r.steps, r.calls, r.wall_time,
-                relaxed=r.atoms, label=r.label(self.oracle.name),
-            )  # fmt: skip
+                sid,
+                stage,
+                round_,
+                str(r.status),
+                r.steps,
+                r.calls,
+                r.wall_time,
+                relaxed=r.atoms,
+                label=r.label(self.oracle.name),
+            )
             if str(r.status) != "converged":
-                self.say(f"{stage}: {what} stopped at its {r.status} after {r.steps} steps "
-                         "(stored and marked)")  # fmt: skip
+                self.say(
+                    f"{stage}: {what} stopped at its {r.status} after {r.steps} steps "
+                    "(stored and marked)"
+                )
 
     def random_structures(
         self, count: int, iteration: int, stage: int, volumes: dict[str, float] | None = None
@@ -493,12 +534,17 @@ class Campaign:
                 starts.append(load_model(prev) if prev.is_file() else self.config.model)
             tcfg = cc.train_config(self.config.train)
             seeds = [self.config.campaign.seed * 1000 + n + 100_003 * k for k in todo]
-            self.say(f"iteration {n}: training {len(todo)} more committee members on "
-                     f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)")
+            self.say(
+                f"iteration {n}: training {len(todo)} more committee members on "
+                f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)"
+            )
             trained = train_committee(data, starts, tcfg, seeds, cc.n_workers())
             for k, (member, report) in zip(todo, trained, strict=True):
-                save_model(member, self._member_path(n, k),
-                           metadata={"iteration": n, "member": k, **report.to_dict()})
+                save_model(
+                    member,
+                    self._member_path(n, k),
+                    metadata={"iteration": n, "member": k, **report.to_dict()},
+                )
         members = [model] + [load_model(self._member_path(n, k)) for k in range(1, cc.size)]
         return Committee(members)
 
@@ -513,18 +559,22 @@ class Campaign:
         paths = [self._member_path(n, k) for k in range(1, self.config.committee.size)]
         if not main or not all(p.is_file() for p in paths):
             return None
-        return Committee([load_model(self.store.model_path(main[-1]))]
-                         + [load_model(p) for p in paths])  # fmt: skip
+        return Committee(
+            [load_model(self.store.model_path(main[-1]))] + [load_model(p) for p in paths]
+        )
 
     def training_data(self) -> list[Atoms]:
         """Every successful label, ordered by structure id (not by completion order, which
         depends on the executor), without those beyond ``train_max_force``."""
-        data = sorted(self.store.training_set(self.oracle.name),
-                      key=lambda a: a.info["structure_id"])  # fmt: skip
+        data = sorted(
+            self.store.training_set(self.oracle.name), key=lambda a: a.info["structure_id"]
+        )
         kept = self._within_force_cap(data)
         if len(kept) < len(data):
-            self.say(f"training leaves out {len(data) - len(kept)} labels with force components "
-                     f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)")
+            self.say(
+                f"training leaves out {len(data) - len(kept)} labels with force components "
+                f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)"
+            )
         return kept
 
     def _within_force_cap(self, data: list[Atoms]) -> list[Atoms]:
@@ -560,16 +610,27 @@ class Campaign:
         relax_cfg = self.config.relax
         if committee is not None and relax_cfg.frame_interval == 0:
             relax_cfg = replace(relax_cfg, frame_interval=5)
-        chunks = [c for start in range(0, len(ids), cfg.relax_chunk)
-                  if (c := [i for i in ids[start : start + cfg.relax_chunk] if i not in done])]
+        chunks = [
+            c
+            for start in range(0, len(ids), cfg.relax_chunk)
+            if (c := [i for i in ids[start : start + cfg.relax_chunk] if i not in done])
+        ]
         if not chunks:
             return 0
         if search_should_stop(self._count_status(n, "unphysical"), b_max):
             self.say(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
             return 0
         path = str(self._model_path(n))
-        jobs = [ShardJob(path, tuple(self.store.get_atoms(c)), cfg.pressure, relax_cfg,
-                         self.config.dedup.fingerprint) for c in chunks]  # fmt: skip
+        jobs = [
+            ShardJob(
+                path,
+                tuple(self.store.get_atoms(c)),
+                cfg.pressure,
+                relax_cfg,
+                self.config.dedup.fingerprint,
+            )
+            for c in chunks
+        ]
         relaxed, left = 0, sum(map(len, chunks))
         t0 = time.perf_counter()
         ready: dict[int, TaskResult[ShardResult]] = {}
@@ -583,21 +644,23 @@ class Campaign:
                     chunk = chunks[k]
                     k += 1
                     if not res.ok:
-                        self.say(f"iteration {n}: a shard of {len(chunk)} structures failed "
-                                 f"({type(res.error).__name__}: {res.error}); a resumed run "
-                                 "retries it")  # fmt: skip
+                        self.say(
+                            f"iteration {n}: a shard of {len(chunk)} structures failed "
+                            f"({type(res.error).__name__}: {res.error}); a resumed run "
+                            "retries it"
+                        )
                         continue
                     assert res.value is not None
                     self._store_shard(n, chunk, res.value, committee)
                     relaxed += len(chunk)
                     rate = relaxed / max(time.perf_counter() - t0, 1e-9)
-                    self.say(f"iteration {n}: relaxed {relaxed}/{left} "
-                             f"({rate:.1f} structures/s)")  # fmt: skip
+                    self.say(f"iteration {n}: relaxed {relaxed}/{left} ({rate:.1f} structures/s)")
                     if k < len(chunks) and search_should_stop(
                         self._count_status(n, "unphysical"), b_max
                     ):
-                        self.say(f"iteration {n}: B_max = {b_max} unphysical structures: "
-                                 "search ends")  # fmt: skip
+                        self.say(
+                            f"iteration {n}: B_max = {b_max} unphysical structures: search ends"
+                        )
                         return relaxed
         finally:
             results.close()  # type: ignore[attr-defined]  # an early stop cancels the rest
@@ -615,10 +678,16 @@ class Campaign:
             self._add_trust_frames(n, chunk, results, committee)
         records = [
             RelaxationRecord(
-                status=r.status, energy=r.energy, enthalpy_per_atom=r.enthalpy,
-                volume=r.volume * len(r.atoms), steps=r.steps, pressure=r.pressure,
-                reason=r.reason, initial_id=sid, fingerprint=fp,
-            )  # fmt: skip
+                status=r.status,
+                energy=r.energy,
+                enthalpy_per_atom=r.enthalpy,
+                volume=r.volume * len(r.atoms),
+                steps=r.steps,
+                pressure=r.pressure,
+                reason=r.reason,
+                initial_id=sid,
+                fingerprint=fp,
+            )
             for sid, r, fp in zip(chunk, results, shard.fingerprints, strict=True)
         ]
         self.store.add_relaxed([r.atoms for r in results], records, iteration=n)
@@ -630,8 +699,11 @@ class Campaign:
         did not converge (none when no frame before the end crosses it)."""
         threshold = self.config.selection.for_iteration(n).force_deviation
         have = self.store.children("trust_frame")
-        todo = [(sid, r) for sid, r in zip(ids, results, strict=True)
-                if r.status != "converged" and sid not in have and len(r.frames) > 1]  # fmt: skip
+        todo = [
+            (sid, r)
+            for sid, r in zip(ids, results, strict=True)
+            if r.status != "converged" and sid not in have and len(r.frames) > 1
+        ]
         if not todo:
             return
         frames = [f for _, r in todo for f in r.frames]
@@ -644,8 +716,7 @@ class Campaign:
                 picks.append(r.frames[k].copy())
                 parents.append(sid)
         if picks:
-            self.store.add_structures(picks, origin="trust_frame", iteration=n,
-                                      parent_ids=parents)  # fmt: skip
+            self.store.add_structures(picks, origin="trust_frame", iteration=n, parent_ids=parents)
 
     def _decoration_starts(self, n: int) -> list[int]:
         """Iteration n's decorations of the ``[campaign] decorations`` lattices (every one
@@ -660,12 +731,17 @@ class Campaign:
         from alcsp.generate import start_volume_per_atom
 
         hints = self._volume_hints()
-        volumes = {el: hints.get(el) or start_volume_per_atom(el, self.config.generate)[0]
-                   for el in self.config.elements}  # fmt: skip
+        volumes = {
+            el: hints.get(el) or start_volume_per_atom(el, self.config.generate)[0]
+            for el in self.config.elements
+        }
         starts = decoration_starts(
-            lattices, [e.key for e in self.space], self.config.elements,
-            self.config.compositions.max_cell_atoms, volumes,
-        )  # fmt: skip
+            lattices,
+            [e.key for e in self.space],
+            self.config.elements,
+            self.config.compositions.max_cell_atoms,
+            volumes,
+        )
         return self.store.add_structures(starts, origin="decoration", iteration=n)
 
     def _reference_starts(self, n: int) -> list[int]:
@@ -675,11 +751,15 @@ class Campaign:
         refs = self.store.structure_ids(origin="reference_phase", iteration=0)
         if ids or not refs:
             return ids
-        relaxed = {r.parent_id: r.structure_id for r in self.store.oracle_relaxations("references")
-                   if r.structure_id is not None}  # fmt: skip
+        relaxed = {
+            r.parent_id: r.structure_id
+            for r in self.store.oracle_relaxations("references")
+            if r.structure_id is not None
+        }
         starts = self.store.get_atoms([relaxed.get(i, i) for i in refs])
-        return self.store.add_structures(starts, origin="reference_phase", iteration=n,
-                                         parent_ids=refs)  # fmt: skip
+        return self.store.add_structures(
+            starts, origin="reference_phase", iteration=n, parent_ids=refs
+        )
 
     def select(
         self, n: int, model: ACNN | None = None, committee: Committee | None = None
@@ -725,11 +805,17 @@ class Campaign:
             sid = int(rel["structure_id"][k])
             if status != "converged":
                 sid = frames.get(int(rel["initial_id"][k]), sid)
-            candidates.append(Candidate(
-                id=str(sid), composition=str(keys[k]),
-                enthalpy_per_atom=float(rel["enthalpy_per_atom"][k]), e_hull=float(e_hull[k]),
-                status=status, fingerprint=fps.get(int(rel["id"][k])), spread=float(spread[k]),
-            ))  # fmt: skip
+            candidates.append(
+                Candidate(
+                    id=str(sid),
+                    composition=str(keys[k]),
+                    enthalpy_per_atom=float(rel["enthalpy_per_atom"][k]),
+                    e_hull=float(e_hull[k]),
+                    status=status,
+                    fingerprint=fps.get(int(rel["id"][k])),
+                    spread=float(spread[k]),
+                )
+            )
         labelled = self._labelled_before(n)
         known = Deduplicator(self.config.dedup)
         all_rel = self.store.relaxations(method="acnn")
@@ -744,14 +830,20 @@ class Campaign:
                     fp,
                 )
         full = select_for_labelling(
-            candidates, self.config.selection.for_iteration(n),
-            labelled_ids=[str(i) for i in labelled], labelled=known, dedup=self.config.dedup,
-        )  # fmt: skip
+            candidates,
+            self.config.selection.for_iteration(n),
+            labelled_ids=[str(i) for i in labelled],
+            labelled=known,
+            dedup=self.config.dedup,
+        )
         cap = self.iteration_cap(n)
         selection = cap_selection(full, cap, self.config.campaign.failure_share)
         ids = self._within_budget([int(i) for i in selection.ids])
-        capped = (f" (cap {cap}: {len(full.minima)} minima, {len(full.failures)} failures "
-                  "before it)" if len(selection.ids) < len(full.ids) else "")  # fmt: skip
+        capped = (
+            f" (cap {cap}: {len(full.minima)} minima, {len(full.failures)} failures before it)"
+            if len(selection.ids) < len(full.ids)
+            else ""
+        )
         self.say(
             f"iteration {n}: selected {len(selection.minima)} minima from "
             f"{len(selection.compositions)} compositions + {len(selection.failures)} "
@@ -892,16 +984,21 @@ class Campaign:
             return self._fingerprint(atoms[i])
 
         for i in order:  # anything relaxed before blocks its duplicates
-            if keys[i] not in elements and (origin[i] == "oracle_relaxed"
-                                            or sids[i] in relaxed_parents):
+            if keys[i] not in elements and (
+                origin[i] == "oracle_relaxed" or sids[i] in relaxed_parents
+            ):
                 fp = fp_of(i)
                 if fp is not None:
                     dedup.add(str(sids[i]), keys[i], float(h[i]), fp)
         queues: dict[str, list[int]] = {}
         window = self.config.final.e_hull_window
         for i in order:
-            if (keys[i] in elements or hull.e_hull[i] > window + 1e-12
-                    or origin[i] == "oracle_relaxed" or sids[i] in relaxed_parents):
+            if (
+                keys[i] in elements
+                or hull.e_hull[i] > window + 1e-12
+                or origin[i] == "oracle_relaxed"
+                or sids[i] in relaxed_parents
+            ):
                 continue
             fp = fp_of(i)
             if fp is None or dedup.add(str(sids[i]), keys[i], float(h[i]), fp) is None:
@@ -947,18 +1044,23 @@ class Campaign:
             return None
         window = cfg.stop_window_ev
         near = [j for j in range(len(lh.kept)) if lh.hull.e_hull[j] <= window + 1e-12]
-        landed = sorted({int(lh.structures[lh.kept[j]].info["iteration"]) for j in near}
-                        & set(recent))  # fmt: skip
+        landed = sorted(
+            {int(lh.structures[lh.kept[j]].info["iteration"]) for j in near} & set(recent)
+        )
         if landed:
             return None
-        why = (f"no new label within {window * 1000:.1f} meV/atom of the DFT hull in "
-               f"iterations {recent[0]}-{recent[-1]}")  # fmt: skip
+        why = (
+            f"no new label within {window * 1000:.1f} meV/atom of the DFT hull in "
+            f"iterations {recent[0]}-{recent[-1]}"
+        )
         spread = self._committee_spread(n, [lh.structures[lh.kept[j]] for j in near])
         if spread is not None:
             if spread >= cfg.hull_tolerance:
                 return None
-            why += (f", committee spread on the {len(near)} near-hull labels at most "
-                    f"{spread * 1000:.1f} meV/atom")  # fmt: skip
+            why += (
+                f", committee spread on the {len(near)} near-hull labels at most "
+                f"{spread * 1000:.1f} meV/atom"
+            )
         return why
 
     def _committee_spread(self, n: int, structures: list[Atoms]) -> float | None:
@@ -1011,14 +1113,18 @@ class Campaign:
         rel = self.store.relaxations(status="converged", method="acnn")
         ids: list[int] = []
         for el in missing:
-            own = [k for k in range(len(rel["id"]))
-                   if rel["iteration"][k] < n and composition_key(rel["composition"][k]) == el]
+            own = [
+                k
+                for k in range(len(rel["id"]))
+                if rel["iteration"][k] < n and composition_key(rel["composition"][k]) == el
+            ]
             own.sort(key=lambda k: rel["enthalpy_per_atom"][k])
             ids += [int(rel["structure_id"][k]) for k in own[:3]]
         atoms = self.store.get_atoms(ids) + [
-            a for a in self._within_force_cap(self.store.training_set(self.oracle.name))
+            a
+            for a in self._within_force_cap(self.store.training_set(self.oracle.name))
             if composition_key(a.get_chemical_formula()) in missing
-        ]  # fmt: skip
+        ]
         best: dict[str, float] = {}
         if atoms:
             batch = StructureBatch.from_atoms(atoms, dtype=torch.float64)
@@ -1030,10 +1136,15 @@ class Campaign:
                 if math.isfinite(h) and h < best.get(key, math.inf):
                     best[key] = h
         for el in missing:
-            self.say(f"iteration {n}: no converged {el} relaxation in this iteration; "
-                     + (f"hull reference {best[el]:.4f} eV/atom from earlier {el} structures"
-                        if el in best else f"none earlier either: compositions with {el} "
-                        "are left out of this iteration's ACNN hull"))  # fmt: skip
+            self.say(
+                f"iteration {n}: no converged {el} relaxation in this iteration; "
+                + (
+                    f"hull reference {best[el]:.4f} eV/atom from earlier {el} structures"
+                    if el in best
+                    else f"none earlier either: compositions with {el} "
+                    "are left out of this iteration's ACNN hull"
+                )
+            )
         keys = sorted(best)
         return np.array(keys, dtype=object), np.array([best[k] for k in keys], dtype=float)
 

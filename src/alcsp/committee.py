@@ -51,16 +51,19 @@ class CommitteeConfig:
         def integer(name: str, low: int, fix: str) -> None:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise ValueError(f"CommitteeConfig.{name} must be an integer >= {low}, "
-                                 f"got {v!r}; {fix}")
+                raise ValueError(
+                    f"CommitteeConfig.{name} must be an integer >= {low}, got {v!r}; {fix}"
+                )
 
         integer("size", 2, "a committee needs at least 2 members to disagree (4 is typical).")
         integer("steps", 0, "use 0 for TrainConfig.steps, or the steps per member.")
         integer("workers", 0, "use 0 for min(size, CPU count), or the number of processes.")
         p = self.perturb
         if not isinstance(p, int | float) or isinstance(p, bool) or not np.isfinite(p) or p < 0:
-            raise ValueError(f"CommitteeConfig.perturb must be a number >= 0, got {p!r}; "
-                             "0.05 (5 % relative weight noise) is the paper's warm start.")
+            raise ValueError(
+                f"CommitteeConfig.perturb must be a number >= 0, got {p!r}; "
+                "0.05 (5 % relative weight noise) is the paper's warm start."
+            )
 
     def n_workers(self) -> int:
         """Training processes to use: ``workers``, or min(size, CPU count) when 0."""
@@ -130,11 +133,15 @@ def train_committee(
     if len(starts) == 0:
         raise ValueError("train_committee needs at least one start (an ACNN or ACNNConfig).")
     if len(seeds) != len(starts):
-        raise ValueError(f"train_committee got {len(seeds)} seeds for {len(starts)} starts; "
-                         "give one seed per member.")
+        raise ValueError(
+            f"train_committee got {len(seeds)} seeds for {len(starts)} starts; "
+            "give one seed per member."
+        )
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"train_committee seeds must be distinct (got {list(seeds)}): "
-                         "members with equal seeds and starts would be identical.")
+        raise ValueError(
+            f"train_committee seeds must be distinct (got {list(seeds)}): "
+            "members with equal seeds and starts would be identical."
+        )
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {workers!r}.")
     if not data:
@@ -146,8 +153,10 @@ def train_committee(
         elif isinstance(start, ACNN):
             packed = _pack(start)
         else:
-            raise TypeError(f"committee member {m}: start must be an ACNN or ACNNConfig, "
-                            f"got {type(start).__name__}.")
+            raise TypeError(
+                f"committee member {m}: start must be an ACNN or ACNNConfig, "
+                f"got {type(start).__name__}."
+            )
         jobs.append(_MemberJob(m, list(data), packed, replace(train, seed=int(seed))))
     n_workers = workers or min(len(jobs), os.cpu_count() or 1)
     out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
@@ -209,17 +218,17 @@ class Committee:
     ):
         if len(models) == 0:
             raise ValueError("a Committee needs at least one model.")
-        keys = {(m.config.species, m.config.cutoff_radial, m.config.cutoff_angular)
-                for m in models}
+        keys = {(m.config.species, m.config.cutoff_radial, m.config.cutoff_angular) for m in models}
         if len(keys) != 1:
-            raise ValueError("committee members must share species and cutoffs, got "
-                             f"{sorted(keys)}; train them from one ACNNConfig.")
+            raise ValueError(
+                "committee members must share species and cutoffs, got "
+                f"{sorted(keys)}; train them from one ACNNConfig."
+            )
         if atoms_budget < 1:
             raise ValueError(f"atoms_budget must be >= 1, got {atoms_budget}.")
         # ACNNPotential makes private frozen copies in the evaluation dtype and device
         self.potentials = [
-            ACNNPotential(m, device=device, dtype=dtype, backend=backend, skin=0.0)
-            for m in models
+            ACNNPotential(m, device=device, dtype=dtype, backend=backend, skin=0.0) for m in models
         ]
         self.atoms_budget = atoms_budget
 
@@ -238,20 +247,20 @@ class Committee:
         out.append(range(start, len(counts)))
         return out
 
-    def evaluate(self, structures: Sequence[Atoms], pressure_gpa: float = 0.0
-                 ) -> CommitteeEvaluation:
+    def evaluate(
+        self, structures: Sequence[Atoms], pressure_gpa: float = 0.0
+    ) -> CommitteeEvaluation:
         """Mean energy and enthalpy, and the members' spreads, of every structure."""
         structures = list(structures)
         if not structures:
             empty = np.zeros(0)
-            return CommitteeEvaluation(empty, empty, empty, empty, empty,
-                                       np.zeros((self.size, 0)))
+            return CommitteeEvaluation(empty, empty, empty, empty, empty, np.zeros((self.size, 0)))
         counts = np.array([len(a) for a in structures])
         first = self.potentials[0]
         parts: list[tuple[np.ndarray, ...]] = []
         for rows in self._chunks(counts):
             batch = StructureBatch.from_atoms(
-                structures[rows.start:rows.stop], dtype=first.dtype, device=first.device
+                structures[rows.start : rows.stop], dtype=first.dtype, device=first.device
             )
             graph = graph_for(first.model, batch)
             energy, forces, stress = [], [], []
@@ -260,8 +269,15 @@ class Committee:
                 energy.append(out.energy.cpu().double().numpy())  # [S]
                 forces.append(out.forces.cpu().double().numpy())  # [N, 3]
                 stress.append(out.stress.cpu().double().numpy())  # [S, 3, 3]
-            parts.append((np.stack(energy), np.stack(forces), np.stack(stress),
-                          batch.volume().cpu().double().numpy(), batch.ptr.cpu().numpy()))
+            parts.append(
+                (
+                    np.stack(energy),
+                    np.stack(forces),
+                    np.stack(stress),
+                    batch.volume().cpu().double().numpy(),
+                    batch.ptr.cpu().numpy(),
+                )
+            )
         e_tot = np.concatenate([p[0] for p in parts], axis=1)  # [M, S] eV
         volume = np.concatenate([p[3] for p in parts])  # [S] Å³
         e_pa = e_tot / counts  # [M, S] eV/atom

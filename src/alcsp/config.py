@@ -46,9 +46,20 @@ from alcsp.relax.config import RelaxConfig
 from alcsp.select import SelectionConfig, SelectionSchedule
 
 TABLES = (
-    "campaign", "compositions", "generate", "relax", "selection", "dedup", "model", "train",
-    "oracle", "final", "executor", "references", "committee",
-)  # fmt: skip
+    "campaign",
+    "compositions",
+    "generate",
+    "relax",
+    "selection",
+    "dedup",
+    "model",
+    "train",
+    "oracle",
+    "final",
+    "executor",
+    "references",
+    "committee",
+)
 
 
 class ConfigError(ValueError):
@@ -90,8 +101,10 @@ class CampaignSettings:
         if isinstance(self.decorations, str) or not all(
             isinstance(x, str) and x in LATTICES for x in self.decorations
         ):
-            raise ConfigError(f"[campaign] decorations must be a list of lattices from "
-                              f"{list(LATTICES)}, got {self.decorations!r}")  # fmt: skip
+            raise ConfigError(
+                f"[campaign] decorations must be a list of lattices from "
+                f"{list(LATTICES)}, got {self.decorations!r}"
+            )
         object.__setattr__(self, "decorations", tuple(self.decorations))
         _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
         if not self.train_max_force >= 0:
@@ -111,8 +124,10 @@ class CampaignSettings:
                 f"[campaign] failure_share must be a number in [0, 1], got {self.failure_share!r}"
             )
         if not (_number(self.stop_window) and self.stop_window >= 0):
-            raise ConfigError(f"[campaign] stop_window must be a number >= 0 eV/atom (0 = 2 x "
-                              f"hull_tolerance), got {self.stop_window!r}")  # fmt: skip
+            raise ConfigError(
+                f"[campaign] stop_window must be a number >= 0 eV/atom (0 = 2 x "
+                f"hull_tolerance), got {self.stop_window!r}"
+            )
         if 0 < self.stop_window < self.hull_tolerance:
             raise ConfigError(
                 f"[campaign] stop_window = {self.stop_window} eV/atom is below hull_tolerance "
@@ -154,11 +169,17 @@ class FinalSettings:
         _positive_ints(self, "final", ["max_steps"])
         if not (isinstance(self.fmax, int | float) and self.fmax > 0):
             raise ConfigError("[final] fmax must be > 0 eV/Å (a number)")
-        if not (isinstance(self.e_hull_window, int | float) and self.e_hull_window >= 0
-                and math.isfinite(self.e_hull_window)):
+        if not (
+            isinstance(self.e_hull_window, int | float)
+            and self.e_hull_window >= 0
+            and math.isfinite(self.e_hull_window)
+        ):
             raise ConfigError("[final] e_hull_window must be a finite number >= 0 eV/atom")
-        if not (isinstance(self.max_time_s, int | float) and self.max_time_s >= 0
-                and math.isfinite(self.max_time_s)):
+        if not (
+            isinstance(self.max_time_s, int | float)
+            and self.max_time_s >= 0
+            and math.isfinite(self.max_time_s)
+        ):
             raise ConfigError("[final] max_time_s must be a number of seconds >= 0 (0 = none)")
 
 
@@ -265,10 +286,12 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
     except ValueError as exc:
         raise ConfigError(f"[compositions] {exc}") from exc
     gen = _build(
-        GenerateConfig, "generate", dict(data.get("generate", {})),
+        GenerateConfig,
+        "generate",
+        dict(data.get("generate", {})),
         source="the pressure comes from [campaign] pressure (GPa)",
         pressure_gpa=campaign.pressure,
-    )  # fmt: skip
+    )
     relax = _build(RelaxConfig, "relax", dict(data.get("relax", {})))
     dedup_raw = dict(data.get("dedup", {}))
     if "fingerprint" in dedup_raw:
@@ -277,10 +300,12 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
         )
     dedup = _build(DedupConfig, "dedup", dedup_raw)
     model = _build(
-        ACNNConfig, "model", dict(data.get("model", {})),
+        ACNNConfig,
+        "model",
+        dict(data.get("model", {})),
         source="the species come from [compositions] elements; remove it from [model]",
         species=tuple(rules.elements),
-    )  # fmt: skip
+    )
     train = _build(TrainConfig, "train", dict(data.get("train", {})))
     try:
         oracle = OracleConfig.from_dict(dict(data["oracle"]))
@@ -301,11 +326,21 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
         )
     committee = _build(CommitteeConfig, "committee", dict(data.get("committee", {})))
     return CampaignConfig(
-        campaign=campaign, compositions=rules, generate=gen, relax=relax,
-        selection=_selection(data.get("selection")), dedup=dedup, model=model, train=train,
-        oracle=oracle, final=final, executor=executor, references=references,
-        committee=committee, text=text,
-    )  # fmt: skip
+        campaign=campaign,
+        compositions=rules,
+        generate=gen,
+        relax=relax,
+        selection=_selection(data.get("selection")),
+        dedup=dedup,
+        model=model,
+        train=train,
+        oracle=oracle,
+        final=final,
+        executor=executor,
+        references=references,
+        committee=committee,
+        text=text,
+    )
 
 
 def load_config(path: str | Path) -> CampaignConfig:

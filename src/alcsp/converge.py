@@ -155,9 +155,11 @@ class TestCell:
         if self.prototype == "B2":
             a = (2.0 * volume_per_atom) ** (1.0 / 3.0)
             return Atoms(
-                self.symbols, scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=np.eye(3) * a,
+                self.symbols,
+                scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]],
+                cell=np.eye(3) * a,
                 pbc=True,
-            )  # fmt: skip
+            )
         raise ValueError(f"unknown test-cell prototype {self.prototype!r}")
 
 
@@ -515,9 +517,11 @@ def _find_volume(
             break
         nearest = min(points, key=lambda c: abs(c.pressure_gpa - target))
         sec = _secant(points, target)
-        nxt = sec[0] if sec else _murnaghan_step(
-            nearest.volume_per_atom, nearest.pressure_gpa, target, b0
-        )  # fmt: skip
+        nxt = (
+            sec[0]
+            if sec
+            else _murnaghan_step(nearest.volume_per_atom, nearest.pressure_gpa, target, b0)
+        )
         ratio = min(max(nxt / nearest.volume_per_atom, 1 / MAX_STEP), MAX_STEP)
         nxt = nearest.volume_per_atom * ratio
         if any(abs(nxt / c.volume_per_atom - 1) < 1e-6 for c in points):
@@ -536,10 +540,17 @@ def _find_volume(
 
         overlap = sphere_overlaps(cell.build(found.volume_per_atom), overlap_xc)
     return VolumeResult(
-        cell=cell, target_gpa=target, start_volume=start, start_source=source,
-        points=tuple(points), found=found, volume_at_target=v_target, bulk_modulus_gpa=bulk,
-        converged=converged, overlap=overlap,
-    )  # fmt: skip
+        cell=cell,
+        target_gpa=target,
+        start_volume=start,
+        start_source=source,
+        points=tuple(points),
+        found=found,
+        volume_at_target=v_target,
+        bulk_modulus_gpa=bulk,
+        converged=converged,
+        overlap=overlap,
+    )
 
 
 def _bulk_modulus_guess(symbol: str, default: float) -> float:
@@ -624,17 +635,23 @@ def _recommend(scans: Sequence[SettingScan], setting: str) -> Recommendation:
         from alcsp.oracle.gpaw import valence_electrons
 
         pct = max(
-            math.ceil(100 * s.loosest_converged.value / math.ceil(valence_electrons(
-                s.cell.build(10.0)) / 2))
+            math.ceil(
+                100
+                * s.loosest_converged.value
+                / math.ceil(valence_electrons(s.cell.build(10.0)) / 2)
+            )
             for s in mine
             if not s.config_value.converged
-        )  # fmt: skip
+        )
         label = f'"{pct}%"'
     return Recommendation(
-        setting=setting, value=best.value, label=label.removesuffix(" eV"),
-        config_label=cfg_label, config_converged=config_ok,
+        setting=setting,
+        value=best.value,
+        label=label.removesuffix(" eV"),
+        config_label=cfg_label,
+        config_converged=config_ok,
         at_least=any(s.only_tightest and not s.config_value.converged for s in mine),
-    )  # fmt: skip
+    )
 
 
 # -- the check -----------------------------------------------------------------------------
@@ -717,12 +734,20 @@ def converge(
             "apply (volumes at the pressure only)"
         )
     return ConvergeResult(
-        source=source, oracle=config.oracle.name, parameters=params, pressure_gpa=target,
-        options=options, volumes=tuple(vols), scans=scans,
-        recommendations=tuple(_recommend(scans, s) for s in settings), scan_note=note,
-        volume_time_s=volume_time, scan_time_s=scan_time,
-        n_calculations=runner.n_calculations, workdir=str(Path(workdir).absolute()),
-    )  # fmt: skip
+        source=source,
+        oracle=config.oracle.name,
+        parameters=params,
+        pressure_gpa=target,
+        options=options,
+        volumes=tuple(vols),
+        scans=scans,
+        recommendations=tuple(_recommend(scans, s) for s in settings),
+        scan_note=note,
+        volume_time_s=volume_time,
+        scan_time_s=scan_time,
+        n_calculations=runner.n_calculations,
+        workdir=str(Path(workdir).absolute()),
+    )
 
 
 # -- output --------------------------------------------------------------------------------
@@ -775,15 +800,29 @@ def format_result(result: ConvergeResult) -> str:
     ]
     rows = [
         [
-            v.cell.name, f"{v.start_volume:.3f}", f"{v.found.volume_per_atom:.3f}",
-            f"{v.found.pressure_gpa:.1f}", f"{v.volume_at_target:.3f}",
+            v.cell.name,
+            f"{v.start_volume:.3f}",
+            f"{v.found.volume_per_atom:.3f}",
+            f"{v.found.pressure_gpa:.1f}",
+            f"{v.volume_at_target:.3f}",
             "-" if v.bulk_modulus_gpa is None else f"{v.bulk_modulus_gpa:.0f}",
-            str(len(v.points)), "yes" if v.converged else "NO", _paw_column(v),
+            str(len(v.points)),
+            "yes" if v.converged else "NO",
+            _paw_column(v),
         ]
         for v in result.volumes
-    ]  # fmt: skip
-    header = ["cell", "start V", "V", "P (GPa)", f"V at {p_star:g} GPa", "B (GPa)", "steps",
-              "found", "PAW spheres"]  # fmt: skip
+    ]
+    header = [
+        "cell",
+        "start V",
+        "V",
+        "P (GPa)",
+        f"V at {p_star:g} GPa",
+        "B (GPa)",
+        "steps",
+        "found",
+        "PAW spheres",
+    ]
     lines += _table(header, rows, right={1, 2, 3, 4, 5, 6})
     lines.append(
         "(start V: " + "; ".join(f"{v.cell.name} {v.start_source}" for v in result.volumes) + ")"
@@ -812,15 +851,30 @@ def format_result(result: ConvergeResult) -> str:
         rows = []
         for s in result.scans:
             for k, sv in enumerate(s.values):
-                rows.append([
-                    s.cell.name if k == 0 else "", s.setting if k == 0 else "",
-                    sv.label + (" *" if k == s.config_index else ""),
-                    f"{sv.calc.energy_per_atom:.5f}", f"{sv.calc.pressure_gpa:.2f}",
-                    f"{sv.d_energy_mev:+.1f}", f"{sv.d_pressure_gpa:+.2f}",
-                    "yes" if sv.converged else "NO", f"{sv.calc.wall_time_s:.1f}",
-                ])  # fmt: skip
-        header = ["cell", "setting", "value", "E0 (eV/atom)", "P (GPa)", "ΔE (meV/atom)",
-                  "ΔP (GPa)", "converged", "wall (s)"]  # fmt: skip
+                rows.append(
+                    [
+                        s.cell.name if k == 0 else "",
+                        s.setting if k == 0 else "",
+                        sv.label + (" *" if k == s.config_index else ""),
+                        f"{sv.calc.energy_per_atom:.5f}",
+                        f"{sv.calc.pressure_gpa:.2f}",
+                        f"{sv.d_energy_mev:+.1f}",
+                        f"{sv.d_pressure_gpa:+.2f}",
+                        "yes" if sv.converged else "NO",
+                        f"{sv.calc.wall_time_s:.1f}",
+                    ]
+                )
+        header = [
+            "cell",
+            "setting",
+            "value",
+            "E0 (eV/atom)",
+            "P (GPa)",
+            "ΔE (meV/atom)",
+            "ΔP (GPa)",
+            "converged",
+            "wall (s)",
+        ]
         lines += _table(header, rows, right={3, 4, 5, 6, 8})
         lines += ["", "Verdicts:", *(f"  {s.verdict}" for s in result.scans)]
         lines += ["", "Recommended [oracle] parameters:"]
@@ -856,7 +910,12 @@ def result_to_json(result: ConvergeResult) -> dict[str, Any]:
     out["verdicts"] = [s.verdict for s in result.scans]
     out["recommended"] = [r.sentence for r in result.recommendations]
     out["units"] = {
-        "volume": "Å³/atom", "energy": "eV/atom", "d_energy": "meV/atom", "pressure": "GPa",
-        "kspacing": "2π/Å", "ecut": "eV", "time": "s",
-    }  # fmt: skip
+        "volume": "Å³/atom",
+        "energy": "eV/atom",
+        "d_energy": "meV/atom",
+        "pressure": "GPa",
+        "kspacing": "2π/Å",
+        "ecut": "eV",
+        "time": "s",
+    }
     return out

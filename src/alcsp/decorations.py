@@ -76,8 +76,10 @@ def _is_integer(m: np.ndarray, tol: float = 1e-8) -> bool:
 def parent_symmetry(cell: np.ndarray, basis: np.ndarray):
     """Parent space-group operations (R acting on fractional row vectors as x R^T, t)."""
     sym = spglib.get_symmetry((cell, basis, [1] * len(basis)), symprec=1e-5)
-    return [(np.array(r, dtype=np.int64), np.array(t, float))
-            for r, t in zip(sym["rotations"], sym["translations"], strict=True)]  # fmt: skip
+    return [
+        (np.array(r, dtype=np.int64), np.array(t, float))
+        for r, t in zip(sym["rotations"], sym["translations"], strict=True)
+    ]
 
 
 def distinct_supercells(n: int, ops) -> list[np.ndarray]:
@@ -128,8 +130,9 @@ def site_permutations(h: np.ndarray, basis: np.ndarray, ops):
     return x, np.unique(np.array(perms), axis=0), np.array(translations, dtype=np.int64)
 
 
-def decorations(k: int, n_sites: int, perms: np.ndarray, translations: np.ndarray,
-                min_species: int = 1) -> np.ndarray:  # fmt: skip
+def decorations(
+    k: int, n_sites: int, perms: np.ndarray, translations: np.ndarray, min_species: int = 1
+) -> np.ndarray:
     """Symmetry-distinct, non-superperiodic colourings [M, N] of N sites with k species
     using at least ``min_species`` of them."""
     cols = np.array(list(itertools.product(range(k), repeat=n_sites)), dtype=np.int64)
@@ -150,8 +153,9 @@ def decorations(k: int, n_sites: int, perms: np.ndarray, translations: np.ndarra
     return cols[keep]
 
 
-def enumerate_lattice(name: str, elements: list[str], max_atoms: int,
-                      max_atoms_all: int) -> tuple[list[Atoms], dict]:  # fmt: skip
+def enumerate_lattice(
+    name: str, elements: list[str], max_atoms: int, max_atoms_all: int
+) -> tuple[list[Atoms], dict]:
     """Decorations of lattice ``name`` (nearest-neighbour distance 1 Å); those using every
     element only up to ``max_atoms_all`` atoms."""
     cell, basis = parent_lattice(name)
@@ -168,8 +172,9 @@ def enumerate_lattice(name: str, elements: list[str], max_atoms: int,
             if n_sites > max_atoms_all and k > 2:
                 cols = cols[np.array([len(set(c)) < k for c in cols], bool)]
             for col in cols:
-                atoms = Atoms([elements[i] for i in col], positions=x @ cell,
-                              cell=h @ cell, pbc=True)  # fmt: skip
+                atoms = Atoms(
+                    [elements[i] for i in col], positions=x @ cell, cell=h @ cell, pbc=True
+                )
                 hnf = "".join(str(v) for v in h[np.tril_indices(3)])
                 atoms.info["origin"] = f"{name} n={n_sites} hnf={hnf}"
                 out.append(atoms)
@@ -207,8 +212,10 @@ def decoration_starts(
             # HNF supercells can be very oblique (angles < 20 degrees), which the relaxer
             # rightly calls unphysical: start from the Niggli-reduced cell of the same crystal
             niggli_reduce(scaled)
-            scaled.set_cell(scaled.cell.array * (v * len(atoms) / atoms.get_volume()) ** (1 / 3),
-                            scale_atoms=True)  # fmt: skip
+            scaled.set_cell(
+                scaled.cell.array * (v * len(atoms) / atoms.get_volume()) ** (1 / 3),
+                scale_atoms=True,
+            )
             scaled.info["origin"] = atoms.info["origin"]
             out.append(scaled)
     return out

@@ -196,8 +196,10 @@ class ProcessExecutor:
         if self.n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}")
         if start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(f"start method {start_method!r} is not available here; use "
-                             f"one of {multiprocessing.get_all_start_methods()}")
+            raise ValueError(
+                f"start method {start_method!r} is not available here; use "
+                f"one of {multiprocessing.get_all_start_methods()}"
+            )
         self.max_resubmits = max_resubmits
         self.start_method = start_method
         self.window = window or 4 * self.n_workers
@@ -208,8 +210,10 @@ class ProcessExecutor:
             # A forkserver worker's parent is the forkserver (one thread, and it exits when
             # this process does); a spawned worker's parent is the thread that submits, in
             # this process: its death signal is safe only if that is the main thread.
-            pdeathsig = (self.start_method == "forkserver"
-                         or threading.current_thread() is threading.main_thread())
+            pdeathsig = (
+                self.start_method == "forkserver"
+                or threading.current_thread() is threading.main_thread()
+            )
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=self.n_workers,
                 mp_context=multiprocessing.get_context(self.start_method),
@@ -267,9 +271,13 @@ class ProcessExecutor:
                         if solo:  # it ran alone: this job killed its worker
                             deaths[k] += 1
                             if deaths[k] > self.max_resubmits:
-                                yield TaskResult(k, error=WorkerLost(
-                                    f"the worker process died {deaths[k]} times while "
-                                    f"running this job alone ({exc})"))
+                                yield TaskResult(
+                                    k,
+                                    error=WorkerLost(
+                                        f"the worker process died {deaths[k]} times while "
+                                        f"running this job alone ({exc})"
+                                    ),
+                                )
                             else:
                                 suspects.appendleft(k)
                         else:
@@ -332,18 +340,24 @@ class DaskConfig:
 
     def __post_init__(self):
         if self.cluster not in ("local", "address", "slurm", "pbs"):
-            raise ValueError(f"[executor.dask] cluster = {self.cluster!r}: choose local, "
-                             "address, slurm or pbs")
+            raise ValueError(
+                f"[executor.dask] cluster = {self.cluster!r}: choose local, address, slurm or pbs"
+            )
         if self.cluster == "address" and not self.address:
-            raise ValueError("[executor.dask] cluster = 'address' needs address = "
-                             "'tcp://host:8786' of a running scheduler")
+            raise ValueError(
+                "[executor.dask] cluster = 'address' needs address = "
+                "'tcp://host:8786' of a running scheduler"
+            )
         if self.cluster in ("slurm", "pbs"):
             if not self.queue:
-                raise ValueError(f"[executor.dask] cluster = {self.cluster!r} needs queue = "
-                                 "the partition/queue name")
+                raise ValueError(
+                    f"[executor.dask] cluster = {self.cluster!r} needs queue = "
+                    "the partition/queue name"
+                )
             if self.cores < 1 or self.jobs < 1:
-                raise ValueError(f"[executor.dask] cores ({self.cores}) and jobs "
-                                 f"({self.jobs}) must be >= 1")
+                raise ValueError(
+                    f"[executor.dask] cores ({self.cores}) and jobs ({self.jobs}) must be >= 1"
+                )
         if self.workers < 1:
             raise ValueError(f"[executor.dask] workers must be >= 1, got {self.workers}")
 
@@ -396,9 +410,13 @@ def make_dask_cluster(cfg: DaskConfig) -> Any:
     if cfg.cluster == "local":
         from distributed import LocalCluster
 
-        return LocalCluster(n_workers=cfg.workers, threads_per_worker=1,
-                            processes=cfg.processes, dashboard_address=None,
-                            local_directory=cfg.local_directory or None)
+        return LocalCluster(
+            n_workers=cfg.workers,
+            threads_per_worker=1,
+            processes=cfg.processes,
+            dashboard_address=None,
+            local_directory=cfg.local_directory or None,
+        )
     common: dict[str, Any] = dict(
         queue=cfg.queue,
         cores=cfg.cores,
@@ -483,8 +501,12 @@ class DaskExecutor:
                         exc = fut.exception()
                     except Exception as e:  # cancelled or lost
                         exc = e
-                    yield TaskResult(k, error=exc if isinstance(exc, BaseException)
-                                     else RuntimeError(f"task ended as {fut.status}"))
+                    yield TaskResult(
+                        k,
+                        error=exc
+                        if isinstance(exc, BaseException)
+                        else RuntimeError(f"task ended as {fut.status}"),
+                    )
                 fut.release()
         finally:
             client.cancel([f for f in futures if not f.done()])
@@ -524,8 +546,9 @@ class ExecutorConfig:
         if self.kind not in ("inline", "process", "dask"):
             raise ValueError(f"[executor] kind = {self.kind!r}: choose inline, process or dask")
         if self.workers < 0:
-            raise ValueError(f"[executor] workers must be >= 0 (0 = one per core), "
-                             f"got {self.workers}")
+            raise ValueError(
+                f"[executor] workers must be >= 0 (0 = one per core), got {self.workers}"
+            )
         if self.max_resubmits < 0:
             raise ValueError(f"[executor] max_resubmits must be >= 0, got {self.max_resubmits}")
 
@@ -544,8 +567,7 @@ class ExecutorConfig:
             dknown = {f.name for f in dataclasses.fields(DaskConfig)}
             bad = sorted(set(dd) - dknown)
             if bad:
-                raise ValueError(f"[executor.dask] has unknown keys {bad}; known: "
-                                 f"{sorted(dknown)}")
+                raise ValueError(f"[executor.dask] has unknown keys {bad}; known: {sorted(dknown)}")
             for key in ("job_extra_directives", "job_script_prologue"):
                 if key in dd:
                     dd[key] = tuple(dd[key])

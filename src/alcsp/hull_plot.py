@@ -141,8 +141,12 @@ def choose_join(result: HullResult, window_mev: float = 50.0) -> tuple[str, ...]
                 set().union(*({e.symbol for e in Composition(c).elements} for c in corners))
                 >= elements
             )
-            score = (bool((interior & near).any()), spans, int((interior & on).sum()),
-                     int((interior & near).sum()))  # fmt: skip
+            score = (
+                bool((interior & near).any()),
+                spans,
+                int((interior & on).sum()),
+                int((interior & near).sum()),
+            )
             if best_score is None or score > best_score:
                 best, best_score = corners, score
         if best is not None and best_score[0]:
@@ -238,10 +242,19 @@ def hull_view(
     if corners is None or k == 1:
         idx = np.nonzero(cap)[0]
         return HullView(
-            "projection", tuple(result.elements), False, idx, _frac(result)[result.comp_index[idx]],
-            result.formation[idx] * 1000, e_mev[idx], stable_m[idx], near_m[idx],
-            np.zeros((len(idx), 2)), cap_mev=max_e_hull_mev, window_mev=window_mev,
-        )  # fmt: skip
+            "projection",
+            tuple(result.elements),
+            False,
+            idx,
+            _frac(result)[result.comp_index[idx]],
+            result.formation[idx] * 1000,
+            e_mev[idx],
+            stable_m[idx],
+            near_m[idx],
+            np.zeros((len(idx), 2)),
+            cap_mev=max_e_hull_mev,
+            window_mev=window_mev,
+        )
     _corner_fractions(result, corners)  # foreign elements first: the clearer message
     missing = [c for c in corners if c not in result.keys]
     if missing:
@@ -255,7 +268,7 @@ def hull_view(
     w_c, inside_c = join_weights(result, corners)  # [C, J], [C]
     h_corner = np.array(
         [result.enthalpy[result.best_index[result.keys.index(c)]] for c in corners]
-    )  # [J] fmt: skip
+    )  # [J]
     inside = inside_c[result.comp_index]  # [M]
     idx = np.nonzero(inside & cap)[0]
     w = w_c[result.comp_index[idx]]  # [P, J]
@@ -264,10 +277,20 @@ def hull_view(
     binary = len(corners) == 2
     xy = np.column_stack([w[:, 1], dh]) if binary else w @ _TRI
     view = HullView(
-        "binary" if binary else "ternary", tuple(corners), pseudo, idx, w, dh, e_mev[idx],
-        stable_m[idx], near_m[idx], xy, n_outside=int((~inside_c).sum()),
-        cap_mev=max_e_hull_mev, window_mev=window_mev,
-    )  # fmt: skip
+        "binary" if binary else "ternary",
+        tuple(corners),
+        pseudo,
+        idx,
+        w,
+        dh,
+        e_mev[idx],
+        stable_m[idx],
+        near_m[idx],
+        xy,
+        n_outside=int((~inside_c).sum()),
+        cap_mev=max_e_hull_mev,
+        window_mev=window_mev,
+    )
     # tie lines: lower hull of ΔH over the corners and the full-hull stable phases inside
     is_corner = np.array([result.keys[result.comp_index[i]] in corners for i in idx], bool)
     verts = np.nonzero(view.stable | (is_corner & best[idx]))[0]
@@ -303,13 +326,17 @@ def _pretty(formula: str) -> str:
 
 def _caption(result: HullResult, view: HullView) -> str:
     if view.kind == "projection":
-        return (f"{len(result.elements)} elements, no join holds a composition besides its "
-                "end members: formation enthalpy against each element's atom fraction")  # fmt: skip
+        return (
+            f"{len(result.elements)} elements, no join holds a composition besides its "
+            "end members: formation enthalpy against each element's atom fraction"
+        )
     what = "pseudo-binary" if view.kind == "binary" else "pseudo-ternary"
     if not view.pseudo:
         return ""
-    return (f"{what} join {'–'.join(view.corners)}; ΔH relative to the end members; "
-            f"{view.n_outside} compositions outside the join not shown")  # fmt: skip
+    return (
+        f"{what} join {'–'.join(view.corners)}; ΔH relative to the end members; "
+        f"{view.n_outside} compositions outside the join not shown"
+    )
 
 
 def plot_hull(
@@ -353,13 +380,29 @@ def _legend_handles(view: HullView):
 
     return [
         Line2D([], [], ls="", marker="o", mfc="k", mec="k", ms=6, label="on the hull (stable)"),
-        Line2D([], [], ls="", marker="o", mfc="none", mec="tab:red", ms=7, mew=1.4,
-               label=f"near hull (≤ {view.window_mev:.0f} meV/atom)"),
-        Line2D([], [], ls="", marker="o", mfc="tab:olive", mec="none", ms=4,
-               label="other labels (colour: E$_{hull}$)"),
-        Line2D([], [], color="k", lw=1, label="tie lines" if view.kind == "ternary"
-               else "hull"),
-    ]  # fmt: skip
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            mfc="none",
+            mec="tab:red",
+            ms=7,
+            mew=1.4,
+            label=f"near hull (≤ {view.window_mev:.0f} meV/atom)",
+        ),
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            mfc="tab:olive",
+            mec="none",
+            ms=4,
+            label="other labels (colour: E$_{hull}$)",
+        ),
+        Line2D([], [], color="k", lw=1, label="tie lines" if view.kind == "ternary" else "hull"),
+    ]
 
 
 def _section_png(view: HullView, keys: list[str], extra: list[str]):
@@ -367,14 +410,30 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
     fig = _figure((7.5, 5.2) if binary else (7.5, 6.8))
     ax = fig.add_subplot()
     order = np.argsort(-view.e_hull_mev)  # low E_hull drawn last (on top)
-    sc = ax.scatter(view.xy[order, 0], view.xy[order, 1], c=view.e_hull_mev[order], s=12,
-                    cmap="viridis_r", vmin=0, vmax=view.cap_mev, zorder=3, lw=0)  # fmt: skip
+    sc = ax.scatter(
+        view.xy[order, 0],
+        view.xy[order, 1],
+        c=view.e_hull_mev[order],
+        s=12,
+        cmap="viridis_r",
+        vmin=0,
+        vmax=view.cap_mev,
+        zorder=3,
+        lw=0,
+    )
     for a, b in view.segments:
         ax.plot([a[0], b[0]], [a[1], b[1]], "k-", lw=1.0, zorder=2)
     st, nr = np.nonzero(view.stable)[0], _near_to_label(view)
     ax.scatter(view.xy[st, 0], view.xy[st, 1], c="k", s=30, zorder=5)
-    ax.scatter(view.xy[np.nonzero(view.near)[0], 0], view.xy[np.nonzero(view.near)[0], 1],
-               facecolors="none", edgecolors="tab:red", s=42, lw=1.2, zorder=4)  # fmt: skip
+    ax.scatter(
+        view.xy[np.nonzero(view.near)[0], 0],
+        view.xy[np.nonzero(view.near)[0], 1],
+        facecolors="none",
+        edgecolors="tab:red",
+        s=42,
+        lw=1.2,
+        zorder=4,
+    )
     off = (0, -9) if binary else (5, 5)
     corner_extra = {}
     for i in st:
@@ -382,13 +441,27 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
             corner_extra[keys[i]] = extra[i]  # written under the corner's name instead
             continue
         text = _pretty(keys[i]) + (f"\n{extra[i]}" if extra[i] else "")
-        ax.annotate(text, view.xy[i], textcoords="offset points", xytext=off,
-                    ha="center" if binary else "left", va="top" if binary else "bottom",
-                    fontsize=7, zorder=6, linespacing=0.95)  # fmt: skip
+        ax.annotate(
+            text,
+            view.xy[i],
+            textcoords="offset points",
+            xytext=off,
+            ha="center" if binary else "left",
+            va="top" if binary else "bottom",
+            fontsize=7,
+            zorder=6,
+            linespacing=0.95,
+        )
     for i in nr:
-        ax.annotate(f"{_pretty(keys[i])} +{view.e_hull_mev[i]:.0f}",
-                    view.xy[i], textcoords="offset points", xytext=(4, 6), fontsize=6.5,
-                    color="tab:red", zorder=6)  # fmt: skip
+        ax.annotate(
+            f"{_pretty(keys[i])} +{view.e_hull_mev[i]:.0f}",
+            view.xy[i],
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=6.5,
+            color="tab:red",
+            zorder=6,
+        )
     if binary:
         a, b = view.corners
         if view.pseudo:
@@ -402,8 +475,9 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
         ax.axhline(0, color="0.6", lw=0.6, zorder=1)
     else:
         ax.plot(*np.vstack([_TRI, _TRI[:1]]).T, "k-", lw=1.2, zorder=2)
-        for c, (x, y), ha, dy in zip(view.corners, _TRI, ("right", "left", "center"),
-                                     (-0.05, -0.05, 0.03), strict=True):  # fmt: skip
+        for c, (x, y), ha, dy in zip(
+            view.corners, _TRI, ("right", "left", "center"), (-0.05, -0.05, 0.03), strict=True
+        ):
             sub = corner_extra.get(c)
             ax.text(
                 x,
@@ -439,12 +513,26 @@ def _projection_png(result: HullResult, view: HullView):
     for j, el in enumerate(result.elements):
         ax = axes[j]
         x = view.weights[:, j]
-        sc = ax.scatter(x, view.delta_h_mev, c=view.e_hull_mev, s=10, cmap="viridis_r",
-                        vmin=0, vmax=view.cap_mev, lw=0)  # fmt: skip
+        sc = ax.scatter(
+            x,
+            view.delta_h_mev,
+            c=view.e_hull_mev,
+            s=10,
+            cmap="viridis_r",
+            vmin=0,
+            vmax=view.cap_mev,
+            lw=0,
+        )
         st = view.stable
         ax.scatter(x[st], view.delta_h_mev[st], c="k", s=24)
-        ax.scatter(x[view.near], view.delta_h_mev[view.near], facecolors="none",
-                   edgecolors="tab:red", s=36, lw=1.1)  # fmt: skip
+        ax.scatter(
+            x[view.near],
+            view.delta_h_mev[view.near],
+            facecolors="none",
+            edgecolors="tab:red",
+            s=36,
+            lw=1.1,
+        )
         ax.set_xlabel(f"atom fraction of {el}")
         ax.set_xlim(-0.02, 1.02)
         if j % cols == 0:
@@ -486,14 +574,24 @@ def plot_hull_html(
             f"{view.e_hull_mev[p]:.1f} meV/atom<br>ΔH {view.delta_h_mev[p]:.1f} meV/atom"
         )
     text_a = np.array(text, dtype=object)
-    marker = dict(color=view.e_hull_mev, colorscale="Viridis", reversescale=True, cmin=0,
-                  cmax=view.cap_mev, size=6, colorbar=dict(title="E_hull (meV/atom)"))  # fmt: skip
+    marker = dict(
+        color=view.e_hull_mev,
+        colorscale="Viridis",
+        reversescale=True,
+        cmin=0,
+        cmax=view.cap_mev,
+        size=6,
+        colorbar=dict(title="E_hull (meV/atom)"),
+    )
     groups = [
         ("other labels", ~view.stable & ~view.near, marker),
-        (f"near hull (≤ {view.window_mev:.0f} meV/atom)", view.near,
-         dict(color="rgba(0,0,0,0)", size=10, line=dict(color="crimson", width=2))),
+        (
+            f"near hull (≤ {view.window_mev:.0f} meV/atom)",
+            view.near,
+            dict(color="rgba(0,0,0,0)", size=10, line=dict(color="crimson", width=2)),
+        ),
         ("on the hull (stable)", view.stable, dict(color="black", size=9)),
-    ]  # fmt: skip
+    ]
     fig = go.Figure()
     full_title = title or f"{'–'.join(result.elements)} convex hull"
     cap = _caption(result, view)
@@ -526,16 +624,27 @@ def plot_hull_html(
                 )
             )
         st = np.nonzero(view.stable)[0]
-        fig.add_trace(go.Scatter(x=view.xy[st, 0], y=view.xy[st, 1], mode="text",
-                                 text=[names[i] for i in st],
-                                 textposition="bottom center", showlegend=False,
-                                 hoverinfo="skip", cliponaxis=False))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=view.xy[st, 0],
+                y=view.xy[st, 1],
+                mode="text",
+                text=[names[i] for i in st],
+                textposition="bottom center",
+                showlegend=False,
+                hoverinfo="skip",
+                cliponaxis=False,
+            )
+        )
         a, b = view.corners
         fig.update_layout(
             xaxis_title=f"x in ({a})1-x({b})x" if view.pseudo else f"x in {a}1-x {b}x",
-            yaxis_title=(f"ΔH relative to {a} and {b} (meV/atom)" if view.pseudo
-                         else "formation enthalpy (meV/atom)"),
-        )  # fmt: skip
+            yaxis_title=(
+                f"ΔH relative to {a} and {b} (meV/atom)"
+                if view.pseudo
+                else "formation enthalpy (meV/atom)"
+            ),
+        )
     elif view.kind == "ternary":
         # plotly: a at the top, b bottom left, c bottom right (corners 2, 0, 1 here)
         def abc(w):
@@ -546,9 +655,17 @@ def plot_hull_html(
             seg_w += [_cart_to_w(a), _cart_to_w(b), [None] * 3]
         if seg_w:
             cols = list(zip(*seg_w, strict=True))
-            fig.add_trace(go.Scatterternary(a=cols[2], b=cols[0], c=cols[1], mode="lines",
-                                            name="tie lines", hoverinfo="skip",
-                                            line=dict(color="black", width=1)))  # fmt: skip
+            fig.add_trace(
+                go.Scatterternary(
+                    a=cols[2],
+                    b=cols[0],
+                    c=cols[1],
+                    mode="lines",
+                    name="tie lines",
+                    hoverinfo="skip",
+                    line=dict(color="black", width=1),
+                )
+            )
         for name, m, mk in groups:
             fig.add_trace(
                 go.Scatterternary(
@@ -562,10 +679,17 @@ def plot_hull_html(
                 )
             )
         st = np.nonzero(view.stable)[0]
-        fig.add_trace(go.Scatterternary(**abc(view.weights[st]), mode="text",
-                                        text=[names[i] for i in st],
-                                        textposition="top right", showlegend=False,
-                                        hoverinfo="skip", cliponaxis=False))  # fmt: skip
+        fig.add_trace(
+            go.Scatterternary(
+                **abc(view.weights[st]),
+                mode="text",
+                text=[names[i] for i in st],
+                textposition="top right",
+                showlegend=False,
+                hoverinfo="skip",
+                cliponaxis=False,
+            )
+        )
         c0, c1, c2 = view.corners
         fig.update_layout(
             ternary=dict(aaxis=dict(title=c2), baxis=dict(title=c0), caxis=dict(title=c1))
@@ -582,15 +706,27 @@ def plot_hull_html(
         )
         for j in range(k):
             for name, m, mk in groups:
-                fig.add_trace(go.Scatter(x=view.weights[m, j], y=view.delta_h_mev[m],
-                                         mode="markers", name=name, marker=mk,
-                                         text=text_a[m], hoverinfo="text",
-                                         showlegend=j == 0), row=1, col=j + 1)  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=view.weights[m, j],
+                        y=view.delta_h_mev[m],
+                        mode="markers",
+                        name=name,
+                        marker=mk,
+                        text=text_a[m],
+                        hoverinfo="text",
+                        showlegend=j == 0,
+                    ),
+                    row=1,
+                    col=j + 1,
+                )
         fig.update_yaxes(title_text="formation enthalpy (meV/atom)", row=1, col=1)
     fig.update_layout(
         title=dict(text=full_title + (f"<br><sub>{cap}</sub>" if cap else ""), x=0.5),
-        template="plotly_white", legend=dict(orientation="h", y=-0.12), height=700,
-    )  # fmt: skip
+        template="plotly_white",
+        legend=dict(orientation="h", y=-0.12),
+        height=700,
+    )
     path = Path(path)
     fig.write_html(path, include_plotlyjs=True, full_html=True, include_mathjax=False)
     return path

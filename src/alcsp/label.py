@@ -65,10 +65,12 @@ def label_structures(
         if res.ok:
             result = res.value
         else:
-            kind = (FailureKind.WORKER_LOST if isinstance(res.error, WorkerLost)
-                    else FailureKind.CRASH)
-            result = LabelFailure(kind, f"{type(res.error).__name__}: {res.error}"[:2000],
-                                  oracle.name)
+            kind = (
+                FailureKind.WORKER_LOST if isinstance(res.error, WorkerLost) else FailureKind.CRASH
+            )
+            result = LabelFailure(
+                kind, f"{type(res.error).__name__}: {res.error}"[:2000], oracle.name
+            )
         store.add_labels([(sid, result)], iteration)
         if result.ok:
             summary.labelled += 1

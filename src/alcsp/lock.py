@@ -70,8 +70,10 @@ class DirectoryLock:
         try:
             fd = os.open(d / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise LockError(f"cannot open the lock file {d / LOCK_NAME} ({exc.strerror}); "
-                            "running a campaign needs write access to its directory") from None
+            raise LockError(
+                f"cannot open the lock file {d / LOCK_NAME} ({exc.strerror}); "
+                "running a campaign needs write access to its directory"
+            ) from None
         deadline = time.monotonic() + _PATIENCE_S
         while True:
             try:

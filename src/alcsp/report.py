@@ -95,17 +95,19 @@ def phase_table(lh: LabelledHull, max_e_hull: float) -> list[PhaseRow]:
         if lh.hull.e_hull[i] > max_e_hull + 1e-12:
             continue
         atoms = lh.structures[lh.kept[i]]
-        rows.append(PhaseRow(
-            structure_id=lh.structure_id(i),
-            composition=lh.hull.keys[lh.hull.comp_index[i]],
-            formula=atoms.get_chemical_formula(),
-            space_group=space_group(atoms),
-            e_hull_mev=float(lh.hull.e_hull[i] * 1000),
-            formation_mev=float(lh.hull.formation[i] * 1000),
-            source=origin_text(atoms),
-            volume_per_atom=float(atoms.get_volume() / len(atoms)),
-            density=float(atoms.get_masses().sum() / atoms.get_volume() * _DENSITY),
-        ))  # fmt: skip
+        rows.append(
+            PhaseRow(
+                structure_id=lh.structure_id(i),
+                composition=lh.hull.keys[lh.hull.comp_index[i]],
+                formula=atoms.get_chemical_formula(),
+                space_group=space_group(atoms),
+                e_hull_mev=float(lh.hull.e_hull[i] * 1000),
+                formation_mev=float(lh.hull.formation[i] * 1000),
+                source=origin_text(atoms),
+                volume_per_atom=float(atoms.get_volume() / len(atoms)),
+                density=float(atoms.get_masses().sum() / atoms.get_volume() * _DENSITY),
+            )
+        )
     return sorted(rows, key=lambda r: (r.e_hull_mev, r.composition))
 
 
@@ -170,11 +172,13 @@ def _stats(errs: list[tuple]) -> dict:
 
     return {
         "n": len(errs),
-        "energy_rmse": rms(e), "energy_median": med(np.abs(e)),
-        "force_rmse": rms(np.concatenate(f)), "force_median": med([rms(v) for v in f]),
+        "energy_rmse": rms(e),
+        "energy_median": med(np.abs(e)),
+        "force_rmse": rms(np.concatenate(f)),
+        "force_median": med([rms(v) for v in f]),
         "stress_rmse": rms(np.concatenate(s)) if s else math.nan,
         "stress_median": med([rms(v) for v in s]),
-    }  # fmt: skip
+    }
 
 
 def label_errors(store: CampaignStore, oracle: str) -> dict[int, dict]:
@@ -207,9 +211,12 @@ def label_errors(store: CampaignStore, oracle: str) -> dict[int, dict]:
                 a.info["origin"] != "trust_frame"
                 and status.get(int(a.info["structure_id"]), "converged") == "converged"
             )
-            group["minima" if ok else "failures"].append(err)  # fmt: skip
-        out[n] = {"source": "evaluated", "all": _stats(errs),
-                  **{g: _stats(v) for g, v in group.items()}}  # fmt: skip
+            group["minima" if ok else "failures"].append(err)
+        out[n] = {
+            "source": "evaluated",
+            "all": _stats(errs),
+            **{g: _stats(v) for g, v in group.items()},
+        }
     return out
 
 
@@ -224,50 +231,74 @@ def learning_curves(iterations: list[dict], path: Path, errors: dict | None = No
     x = np.array([it["iteration"] for it in its], dtype=int)
     fig = _figure((11, 7.5))
     axes = fig.subplots(2, 2).ravel()
-    series = [("energy", "energy error (meV/atom)", "energy_mev_per_atom"),
-              ("force", "force error (meV/Å)", "force_mev_per_a"),
-              ("stress", "stress error (GPa)", "stress_gpa")]  # fmt: skip
+    series = [
+        ("energy", "energy error (meV/atom)", "energy_mev_per_atom"),
+        ("force", "force error (meV/Å)", "force_mev_per_a"),
+        ("stress", "stress error (GPa)", "stress_gpa"),
+    ]
     style = {"minima": ("tab:blue", "o"), "failures": ("tab:red", "s")}
     for ax, (key, label, stored) in zip(axes[:3], series, strict=True):
         drawn = False
         for g in GROUPS:
             color, mk = style[g]
             for stat, ls, fill in (("rmse", "-", color), ("median", "--", "none")):
-                y = np.array([errors.get(int(n), {}).get(g, {}).get(f"{key}_{stat}", np.nan)
-                              for n in x], dtype=float)  # fmt: skip
+                y = np.array(
+                    [errors.get(int(n), {}).get(g, {}).get(f"{key}_{stat}", np.nan) for n in x],
+                    dtype=float,
+                )
                 if np.isfinite(y).any():
                     name = f"{GROUP_NAMES[g]}, {'RMSE' if stat == 'rmse' else 'median'}"
                     ax.plot(x, y, ls=ls, marker=mk, color=color, mfc=fill, label=name)
                     drawn = True
         # iterations whose model file is gone: the RMSE stored at the time, all labels
-        old = [(n, (it["counts"].get("validation") or {}).get(stored, np.nan))
-               for n, it in zip(x, its, strict=True)
-               if errors.get(int(n), {}).get("source") != "evaluated"]  # fmt: skip
+        old = [
+            (n, (it["counts"].get("validation") or {}).get(stored, np.nan))
+            for n, it in zip(x, its, strict=True)
+            if errors.get(int(n), {}).get("source") != "evaluated"
+        ]
         old = [(n, v) for n, v in old if v is not None and np.isfinite(v)]
         if old:
-            ax.plot(*zip(*old, strict=True), "x:", color="0.4", label="all new labels, RMSE "
-                    "(stored; model file gone)")  # fmt: skip
+            ax.plot(
+                *zip(*old, strict=True),
+                "x:",
+                color="0.4",
+                label="all new labels, RMSE (stored; model file gone)",
+            )
             drawn = True
         ax.set_ylabel(label)
         if drawn:
             ax.set_yscale("log")
             ax.legend(fontsize=6.5)
         else:
-            ax.text(0.5, 0.5, "no labels from iterations ≥ 1 yet", transform=ax.transAxes,
-                    ha="center", color="0.4")  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                "no labels from iterations ≥ 1 yet",
+                transform=ax.transAxes,
+                ha="center",
+                color="0.4",
+            )
     counts = [it["counts"] for it in its]
     bottom = np.zeros(len(x))
-    for key, color, name in (("converged", "tab:green", "converged"),
-                             ("max_steps", "tab:orange", "max steps reached"),
-                             ("unphysical", "tab:red", "unphysical")):  # fmt: skip
+    for key, color, name in (
+        ("converged", "tab:green", "converged"),
+        ("max_steps", "tab:orange", "max steps reached"),
+        ("unphysical", "tab:red", "unphysical"),
+    ):
         v = np.array([c.get(key, 0) for c in counts], dtype=float)
         axes[3].bar(x, v, bottom=bottom, color=color, label=name, width=0.7)
         bottom += v
     # campaigns from before the per-status counts: the total only
     rest = np.array([c.get("relaxations", 0) for c in counts], dtype=float) - bottom
     if (rest > 0).any():
-        axes[3].bar(x, np.clip(rest, 0, None), bottom=bottom, color="0.6", width=0.7,
-                    label="outcome not recorded")  # fmt: skip
+        axes[3].bar(
+            x,
+            np.clip(rest, 0, None),
+            bottom=bottom,
+            color="0.6",
+            width=0.7,
+            label="outcome not recorded",
+        )
     axes[3].set_ylabel("structures optimised (ACNN)")
     if len(x):
         axes[3].legend(fontsize=7)
@@ -318,8 +349,10 @@ CORE_HOURS_NOTE = (
 def compute_time(store: CampaignStore, iterations: list[dict]) -> dict:
     """Seconds per stage from what the store records (rows: stage, seconds, counted in the
     core-hours), and the core-hours they add up to (``CORE_HOURS_NOTE``)."""
-    t = {k: sum(float((it.get("timings") or {}).get(k, 0.0)) for it in iterations)
-         for k in ("train", "search", "select_label")}  # fmt: skip
+    t = {
+        k: sum(float((it.get("timings") or {}).get(k, 0.0)) for it in iterations)
+        for k in ("train", "search", "select_label")
+    }
     q = "SELECT COALESCE(SUM(wall_time), 0) FROM labels WHERE iteration >= 0"
     labels = float(store.conn.execute(q).fetchone()[0])
     q = (
@@ -337,9 +370,11 @@ def compute_time(store: CampaignStore, iterations: list[dict]) -> dict:
         ("ACNN search (relaxations)", t["search"], True),
         ("selection + oracle labelling, driver wall time", t["select_label"], False),
         ("oracle single points (sum of job wall times)", labels, True),
-        *((f"oracle relaxations, {k} stage (sum of job wall times)", float(v or 0), True)
-          for k, v in sorted(relax.items())),
-    ]  # fmt: skip
+        *(
+            (f"oracle relaxations, {k} stage (sum of job wall times)", float(v or 0), True)
+            for k, v in sorted(relax.items())
+        ),
+    ]
     core_s = sum(s for _, s, counted in rows if counted)
     return {"rows": rows, "core_hours": core_s / 3600.0}
 
@@ -381,11 +416,13 @@ def _header(cfg, info: dict, store: CampaignStore, cost: dict) -> str:
     for start, sel in cfg.selection.steps.items():
         if start == 0 and 1 in cfg.selection.steps:
             continue  # iteration 0 is the initial labelling: no selection
-        rules.append(f"from iteration {max(start, 1)}: rule {sel.rule}, C_max {sel.c_max}, "
-                     f"L_max {sel.l_max}, B_max {sel.b_max}"
-                     + (", + unconverged" if sel.include_unconverged else "")
-                     + (", + unphysical" if sel.include_unphysical else "")
-                     + (f", κ {sel.kappa}" if sel.uses_committee else ""))  # fmt: skip
+        rules.append(
+            f"from iteration {max(start, 1)}: rule {sel.rule}, C_max {sel.c_max}, "
+            f"L_max {sel.l_max}, B_max {sel.b_max}"
+            + (", + unconverged" if sel.include_unconverged else "")
+            + (", + unphysical" if sel.include_unphysical else "")
+            + (f", κ {sel.kappa}" if sel.uses_committee else "")
+        )
     created = store.meta("created")
     try:
         created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(created)))
@@ -404,16 +441,23 @@ def _header(cfg, info: dict, store: CampaignStore, cost: dict) -> str:
         ("Iterations finished", f"{done} (max_iterations {cfg.campaign.max_iterations})"),
         ("Search stopped", info["stop_reason"] or "not yet (running or interrupted)"),
         ("Selection rule", "; ".join(rules) or "–"),
-        ("Oracle calls", f"{sum(calls.values())} ("
-         + ", ".join(f"{k} {v}" for k, v in calls.items()) + ")"),
+        (
+            "Oracle calls",
+            f"{sum(calls.values())} (" + ", ".join(f"{k} {v}" for k, v in calls.items()) + ")",
+        ),
         ("Core-hours", f"{cost['core_hours']:.3g} (what is counted: see Compute time)"),
-        ("Labels", f"{info['labels']} (+{info['label_failures']} failed), "
-         f"{info['relaxations']} ACNN relaxations, {info['models']} models"),
-    ]  # fmt: skip
+        (
+            "Labels",
+            f"{info['labels']} (+{info['label_failures']} failed), "
+            f"{info['relaxations']} ACNN relaxations, {info['models']} models",
+        ),
+    ]
     dl = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in items)
-    return (f"<table class='header'>{dl}</table>"
-            "<details><summary>Campaign config (the TOML stored in the campaign)</summary>"
-            f"<pre>{html.escape(store.config_text, quote=False)}</pre></details>")  # fmt: skip
+    return (
+        f"<table class='header'>{dl}</table>"
+        "<details><summary>Campaign config (the TOML stored in the campaign)</summary>"
+        f"<pre>{html.escape(store.config_text, quote=False)}</pre></details>"
+    )
 
 
 def _hull_join(cfg, lh: LabelledHull, join) -> tuple[tuple[str, ...] | None, str]:
@@ -451,19 +495,26 @@ def _hull_section(cfg, lh: LabelledHull, out: Path, window: float, join) -> list
         sg = space_group(atoms)
         if e[i] <= window_mev + 1e-9:
             labels[int(i)] = sg.split(" (")[0]
-        hover[int(i)] = (f"structure {lh.structure_id(i)}, {html.escape(sg)}<br>"
-                         f"{html.escape(origin_text(atoms))}")  # fmt: skip
+        hover[int(i)] = (
+            f"structure {lh.structure_id(i)}, {html.escape(sg)}<br>"
+            f"{html.escape(origin_text(atoms))}"
+        )
     chosen, why = _hull_join(cfg, lh, join)
-    title = (f"{'–'.join(res.elements)} at {cfg.campaign.pressure:g} GPa · oracle "
-             f"{cfg.oracle.name} · H = E0 + PV per atom")  # fmt: skip
-    kw = dict(max_e_hull_mev=cap_mev, window_mev=window_mev, join=chosen, title=title,
-              labels=labels)  # fmt: skip
+    title = (
+        f"{'–'.join(res.elements)} at {cfg.campaign.pressure:g} GPa · oracle "
+        f"{cfg.oracle.name} · H = E0 + PV per atom"
+    )
+    kw = dict(
+        max_e_hull_mev=cap_mev, window_mev=window_mev, join=chosen, title=title, labels=labels
+    )
     parts = ["<h2>Convex hull (oracle labels)</h2>"]
     png = plot_hull(res, out / "hull.png", **kw)
     if why:
         shown = "–".join(chosen) if chosen else "a projection"
-        parts.append(f"<p>{len(res.elements)} elements: drawn on {html.escape(shown)} "
-                     f"({html.escape(why)}).</p>")  # fmt: skip
+        parts.append(
+            f"<p>{len(res.elements)} elements: drawn on {html.escape(shown)} "
+            f"({html.escape(why)}).</p>"
+        )
     parts.append(_img(png))
     try:
         page = plot_hull_html(res, out / "hull.html", hover=hover, **kw)
@@ -489,15 +540,25 @@ def _learning_table(errors: dict) -> str:
             s = e.get(g) or {}
             if not s.get("n"):
                 continue
-            rows.append({"iteration": n, "group": GROUP_NAMES[g], "n": s["n"],
-                         **{k: s[k] for k in s if k != "n"}})  # fmt: skip
-    cols = [("iteration", "Iteration", "{}"), ("group", "Labels", "{}"), ("n", "Count", "{}"),
-            ("energy_rmse", "E RMSE (meV/atom)", "{:.1f}"),
-            ("energy_median", "E median (meV/atom)", "{:.1f}"),
-            ("force_rmse", "F RMSE (meV/Å)", "{:.0f}"),
-            ("force_median", "F median (meV/Å)", "{:.0f}"),
-            ("stress_rmse", "σ RMSE (GPa)", "{:.2f}"),
-            ("stress_median", "σ median (GPa)", "{:.2f}")]  # fmt: skip
+            rows.append(
+                {
+                    "iteration": n,
+                    "group": GROUP_NAMES[g],
+                    "n": s["n"],
+                    **{k: s[k] for k in s if k != "n"},
+                }
+            )
+    cols = [
+        ("iteration", "Iteration", "{}"),
+        ("group", "Labels", "{}"),
+        ("n", "Count", "{}"),
+        ("energy_rmse", "E RMSE (meV/atom)", "{:.1f}"),
+        ("energy_median", "E median (meV/atom)", "{:.1f}"),
+        ("force_rmse", "F RMSE (meV/Å)", "{:.0f}"),
+        ("force_median", "F median (meV/Å)", "{:.0f}"),
+        ("stress_rmse", "σ RMSE (GPa)", "{:.2f}"),
+        ("stress_median", "σ median (GPa)", "{:.2f}"),
+    ]
     return _table(rows, cols)
 
 
@@ -542,23 +603,29 @@ def write_report(
         errors = label_errors(store, cfg.oracle.name)
         ctime = compute_time(store, info["iterations"])
         header = _header(cfg, info, store, ctime)
-    parts = [f"<h1>alcsp campaign {html.escape(cfg.campaign.name)}</h1>",
-             f"<p>{html.escape(', '.join(cfg.elements))} at {cfg.campaign.pressure} GPa; "
-             f"oracle {html.escape(cfg.oracle.name)}; {info['labels']} labels "
-             f"(+{info['label_failures']} failed), {info['relaxations']} ACNN relaxations, "
-             f"alcsp {html.escape(str(info['version']))}</p>", header]  # fmt: skip
+    parts = [
+        f"<h1>alcsp campaign {html.escape(cfg.campaign.name)}</h1>",
+        f"<p>{html.escape(', '.join(cfg.elements))} at {cfg.campaign.pressure} GPa; "
+        f"oracle {html.escape(cfg.oracle.name)}; {info['labels']} labels "
+        f"(+{info['label_failures']} failed), {info['relaxations']} ACNN relaxations, "
+        f"alcsp {html.escape(str(info['version']))}</p>",
+        header,
+    ]
     parts += [f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in info["warnings"]]
     parts.append(f"<p>Every hull here uses the {html.escape(ENERGY_DEFINITION)}.</p>")
     curves = learning_curves(info["iterations"], out / "learning_curves.png", errors)
     (out / "learning_curves.json").write_text(json.dumps(errors, indent=1))
-    parts += ["<h2>Learning curves</h2>", _img(curves),
-              "<p class='caption'>Model n (trained on the labels of iterations &lt; n) against "
-              "the oracle labels of iteration n: the near-hull minima it selected (converged "
-              "ACNN relaxations) apart from the unconverged and unphysical structures; solid: "
-              "RMSE, dashed: median over the structures of each one's error (|ΔE|/atom, RMS of its "
-              "force or stress components), robust to a few wild labels. Bottom "
-              "right: ACNN relaxations of each iteration by outcome.</p>",
-              _learning_table(errors)]  # fmt: skip
+    parts += [
+        "<h2>Learning curves</h2>",
+        _img(curves),
+        "<p class='caption'>Model n (trained on the labels of iterations &lt; n) against "
+        "the oracle labels of iteration n: the near-hull minima it selected (converged "
+        "ACNN relaxations) apart from the unconverged and unphysical structures; solid: "
+        "RMSE, dashed: median over the structures of each one's error (|ΔE|/atom, RMS of its "
+        "force or stress components), robust to a few wild labels. Bottom "
+        "right: ACNN relaxations of each iteration by outcome.</p>",
+        _learning_table(errors),
+    ]
     if lh is not None:
         parts += _hull_section(cfg, lh, out, window, join)
         rows = phase_table(lh, window)
@@ -570,48 +637,103 @@ def write_report(
         (out / "phases.json").write_text(json.dumps([r.as_dict() for r in rows], indent=1))
     else:
         parts.append("<h2>Convex hull</h2><p>No hull yet: no label covers every element.</p>")
-    parts += ["<h2>Compute time</h2>", _table(
-        [{"stage": s, "hours": sec / 3600, "counted": "yes" if c else "no (overlaps jobs)"}
-         for s, sec, c in ctime["rows"]],
-        [("stage", "Stage", "{}"), ("hours", "Wall time (h)", "{:.4f}"),
-         ("counted", "In core-hours", "{}")]),
+    parts += [
+        "<h2>Compute time</h2>",
+        _table(
+            [
+                {"stage": s, "hours": sec / 3600, "counted": "yes" if c else "no (overlaps jobs)"}
+                for s, sec, c in ctime["rows"]
+            ],
+            [
+                ("stage", "Stage", "{}"),
+                ("hours", "Wall time (h)", "{:.4f}"),
+                ("counted", "In core-hours", "{}"),
+            ],
+        ),
         f"<p class='caption'>Core-hours {ctime['core_hours']:.4g}: "
-        f"{html.escape(CORE_HOURS_NOTE)}</p>"]  # fmt: skip
-    parts += ["<h2>Oracle calls per stage</h2>",
-              _table([{"stage": k, "calls": v} for k, v in info["oracle_calls"].items()],
-                     [("stage", "Stage", "{}"), ("calls", "Oracle calls", "{}")]),
-              "<h2>Oracle jobs per iteration</h2>",
-              _table([{**r, "iteration": "initial" if r["iteration"] == 0 else
-                       "oracle relaxations" if r["iteration"] < 0 else r["iteration"]}
-                      for r in cost],
-                     [("iteration", "Iteration", "{}"), ("jobs", "Jobs", "{}"),
-                      ("ok", "Succeeded", "{}"), ("failed", "Failed", "{}"),
-                      ("wall_time_s", "Oracle wall time (s)", "{:.1f}")])]  # fmt: skip
+        f"{html.escape(CORE_HOURS_NOTE)}</p>",
+    ]
+    parts += [
+        "<h2>Oracle calls per stage</h2>",
+        _table(
+            [{"stage": k, "calls": v} for k, v in info["oracle_calls"].items()],
+            [("stage", "Stage", "{}"), ("calls", "Oracle calls", "{}")],
+        ),
+        "<h2>Oracle jobs per iteration</h2>",
+        _table(
+            [
+                {
+                    **r,
+                    "iteration": "initial"
+                    if r["iteration"] == 0
+                    else "oracle relaxations"
+                    if r["iteration"] < 0
+                    else r["iteration"],
+                }
+                for r in cost
+            ],
+            [
+                ("iteration", "Iteration", "{}"),
+                ("jobs", "Jobs", "{}"),
+                ("ok", "Succeeded", "{}"),
+                ("failed", "Failed", "{}"),
+                ("wall_time_s", "Oracle wall time (s)", "{:.1f}"),
+            ],
+        ),
+    ]
     if info["oracle_relaxations"]:
-        parts += ["<h2>Oracle relaxations</h2>", _table(info["oracle_relaxations"], [
-            ("stage", "Stage", "{}"), ("parent_id", "Start structure", "{}"),
-            ("structure_id", "Final structure", "{}"), ("status", "Status", "{}"),
-            ("steps", "Steps", "{}"), ("calls", "Oracle calls", "{}"),
-            ("reason", "Reason", "{}")])]  # fmt: skip
-    parts += ["<h2>Iterations</h2>", _table([
-        {"iteration": it["iteration"], "finished": "yes" if it["finished"] else it["stage"],
-         "relaxed": it["counts"].get("relaxations", 0),
-         "converged": it["counts"].get("converged", 0),
-         "max_steps": it["counts"].get("max_steps", 0),
-         "unphysical": it["counts"].get("unphysical", 0),
-         "labelled": it["counts"].get("labelled", 0),
-         "label_failures": it["counts"].get("label_failures", 0),
-         **{k: float((it.get("timings") or {}).get(k, math.nan))
-            for k in ("train", "search", "select_label")},
-         "stable": ", ".join(it["stable"])}
-        for it in info["iterations"]], [
-        ("iteration", "Iteration", "{}"), ("finished", "Finished", "{}"),
-        ("relaxed", "Structures optimised", "{}"), ("converged", "Converged", "{}"),
-        ("max_steps", "Max steps", "{}"), ("unphysical", "Unphysical", "{}"),
-        ("labelled", "Labelled", "{}"), ("label_failures", "Label failures", "{}"),
-        ("train", "Train (s)", "{:.1f}"), ("search", "Search (s)", "{:.1f}"),
-        ("select_label", "Select + label (s)", "{:.1f}"),
-        ("stable", "Stable phases", "{}")])]  # fmt: skip
+        parts += [
+            "<h2>Oracle relaxations</h2>",
+            _table(
+                info["oracle_relaxations"],
+                [
+                    ("stage", "Stage", "{}"),
+                    ("parent_id", "Start structure", "{}"),
+                    ("structure_id", "Final structure", "{}"),
+                    ("status", "Status", "{}"),
+                    ("steps", "Steps", "{}"),
+                    ("calls", "Oracle calls", "{}"),
+                    ("reason", "Reason", "{}"),
+                ],
+            ),
+        ]
+    parts += [
+        "<h2>Iterations</h2>",
+        _table(
+            [
+                {
+                    "iteration": it["iteration"],
+                    "finished": "yes" if it["finished"] else it["stage"],
+                    "relaxed": it["counts"].get("relaxations", 0),
+                    "converged": it["counts"].get("converged", 0),
+                    "max_steps": it["counts"].get("max_steps", 0),
+                    "unphysical": it["counts"].get("unphysical", 0),
+                    "labelled": it["counts"].get("labelled", 0),
+                    "label_failures": it["counts"].get("label_failures", 0),
+                    **{
+                        k: float((it.get("timings") or {}).get(k, math.nan))
+                        for k in ("train", "search", "select_label")
+                    },
+                    "stable": ", ".join(it["stable"]),
+                }
+                for it in info["iterations"]
+            ],
+            [
+                ("iteration", "Iteration", "{}"),
+                ("finished", "Finished", "{}"),
+                ("relaxed", "Structures optimised", "{}"),
+                ("converged", "Converged", "{}"),
+                ("max_steps", "Max steps", "{}"),
+                ("unphysical", "Unphysical", "{}"),
+                ("labelled", "Labelled", "{}"),
+                ("label_failures", "Label failures", "{}"),
+                ("train", "Train (s)", "{:.1f}"),
+                ("search", "Search (s)", "{:.1f}"),
+                ("select_label", "Select + label (s)", "{:.1f}"),
+                ("stable", "Stable phases", "{}"),
+            ],
+        ),
+    ]
     parts += [_extra(directory, fn) for fn in extra_sections or ()]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"

@@ -87,7 +87,9 @@ def relax_shard(job: ShardJob) -> ShardResult:
     results = relax_structures(list(job.structures), potential, job.pressure, job.relax)
     fps = tuple(relaxed_fingerprint(r.atoms, job.fingerprint) for r in results)
     return ShardResult(
-        results=tuple(results), fingerprints=fps,
-        wall_seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0,
+        results=tuple(results),
+        fingerprints=fps,
+        wall_seconds=time.perf_counter() - t0,
+        cpu_seconds=time.process_time() - c0,
         worker=f"{os.uname().nodename}:{os.getpid()}",
-    )  # fmt: skip
+    )

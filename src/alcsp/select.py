@@ -100,8 +100,12 @@ class SelectionConfig:
             raise ValueError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
         for name in ("kappa", "force_deviation"):
             v = getattr(self, name)
-            if not (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-                    and v >= 0):  # fmt: skip
+            if not (
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and v >= 0
+            ):
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.force_deviation == 0:
             raise ValueError("force_deviation must be > 0 eV/Å (the trust level; e.g. 1.0)")
@@ -257,13 +261,16 @@ def cap_selection(selection: Selection, cap: int | None, failure_share: float) -
     """At most ``cap`` structures (None = no cap): failures at most ⌊failure_share·cap⌋,
     minima the rest, taken round robin over the compositions (every chosen composition's
     best before any second best), each composition's own order kept."""
-    if cap is None or cap >= len(selection.selected) and (
-        len(selection.failures) <= math.floor(failure_share * cap)
+    if (
+        cap is None
+        or cap >= len(selection.selected)
+        and (len(selection.failures) <= math.floor(failure_share * cap))
     ):
         return selection
     if cap < 0 or not 0 <= failure_share <= 1:
-        raise ValueError(f"cap must be >= 0 and failure_share in [0, 1], got {cap}, "
-                         f"{failure_share}")  # fmt: skip
+        raise ValueError(
+            f"cap must be >= 0 and failure_share in [0, 1], got {cap}, {failure_share}"
+        )
     n_fail = min(len(selection.failures), math.floor(failure_share * cap))
     n_min = min(len(selection.minima), cap - n_fail)
     queues: dict[str, list[Candidate]] = {}

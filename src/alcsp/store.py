@@ -56,8 +56,17 @@ SCHEMA_VERSION = "2"  # 2: labels.energy_zero
 #: deviation crossed the trust level (labelled instead of the collapsed end geometry).
 #: "decoration": a decoration of a parent lattice (alcsp.decorations), a start of the ACNN
 #: search of its iteration.
-ORIGINS = ("random", "initial", "relaxed", "import", "reference", "oracle_relaxed",
-           "reference_phase", "trust_frame", "decoration")
+ORIGINS = (
+    "random",
+    "initial",
+    "relaxed",
+    "import",
+    "reference",
+    "oracle_relaxed",
+    "reference_phase",
+    "trust_frame",
+    "decoration",
+)
 #: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
 ORACLE_RELAX_STAGES = ("references", "final")
 RELAX_STATUSES = ("converged", "max_steps", "unphysical")
@@ -209,7 +218,8 @@ def _move_into_place(tmp: Path, d: Path) -> None:
     other files, by linking the database into it (which never replaces a file)."""
     raced = CampaignDirError(
         f"{d} was just created by another process; continue it with `alcsp run {d}` or "
-        "choose another directory")
+        "choose another directory"
+    )
     try:
         os.rename(tmp, d)
     except OSError as exc:
@@ -221,7 +231,8 @@ def _move_into_place(tmp: Path, d: Path) -> None:
         if stray:
             raise CampaignDirError(
                 f"{d} holds {stray[0]} but no {DB_NAME} (left by a deleted campaign); "
-                f"delete {' and '.join(stray)} and run again") from None
+                f"delete {' and '.join(stray)} and run again"
+            ) from None
         try:
             os.link(tmp / DB_NAME, d / DB_NAME)
         except FileExistsError:
@@ -339,7 +350,10 @@ class CampaignStore:
 
     @classmethod
     def create(
-        cls, directory: str | os.PathLike, config_text: str = "", version: str = "",
+        cls,
+        directory: str | os.PathLike,
+        config_text: str = "",
+        version: str = "",
         populate: Callable[[CampaignStore], None] | None = None,
     ) -> CampaignStore:
         """Create a new campaign in ``directory`` (made if absent; must hold no campaign)
@@ -364,8 +378,9 @@ class CampaignStore:
                 "to resume, or choose a new directory"
             )
         if d.exists() and not d.is_dir():
-            raise CampaignDirError(f"{d} is a file, not a directory; choose another "
-                                   "campaign directory")
+            raise CampaignDirError(
+                f"{d} is a file, not a directory; choose another campaign directory"
+            )
         d.parent.mkdir(parents=True, exist_ok=True)
         _remove_killed_creates(d)
         tmp = d.with_name(f".{d.name}{_CREATING}{secrets.token_hex(4)}")
@@ -381,8 +396,12 @@ class CampaignStore:
                                 c.execute(stmt)
                         c.executemany(
                             "INSERT INTO meta(key, value) VALUES (?, ?)",
-                            [("schema_version", SCHEMA_VERSION), ("config", config_text),
-                             ("version", version), ("created", repr(time.time()))],
+                            [
+                                ("schema_version", SCHEMA_VERSION),
+                                ("config", config_text),
+                                ("version", version),
+                                ("created", repr(time.time())),
+                            ],
                         )
                     if populate is not None:
                         populate(store)
@@ -399,8 +418,10 @@ class CampaignStore:
         d = Path(directory).absolute()
         path = d / DB_NAME
         if _is_creating(d):
-            raise CampaignDirError(f"{d} is the temporary folder of a campaign creation "
-                                   "that was killed, not a campaign; delete it")
+            raise CampaignDirError(
+                f"{d} is the temporary folder of a campaign creation "
+                "that was killed, not a campaign; delete it"
+            )
         if not path.exists():
             raise FileNotFoundError(
                 f"no campaign database {path}; create one with CampaignStore.create "
@@ -409,7 +430,8 @@ class CampaignStore:
         unfinished = CampaignDirError(
             f"{d} is not a finished campaign: {DB_NAME} has no campaign metadata (left by "
             "a creation that was killed, e.g. under an older alcsp; it holds no results); "
-            f"delete {d} and run `alcsp run CONFIG --dir {d}` again")
+            f"delete {d} and run `alcsp run CONFIG --dir {d}` again"
+        )
         try:
             conn = cls._connect(path, readonly=readonly)
         except sqlite3.DatabaseError as exc:
@@ -433,31 +455,38 @@ class CampaignStore:
                 for stmt in _SCHEMA.split(";"):  # new tables (IF NOT EXISTS)
                     if stmt.strip():
                         c.execute(stmt)
-                c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
-                          (SCHEMA_VERSION,))
+                c.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+                )
             found = SCHEMA_VERSION
         if found == "1":
             store.close()
-            raise StoreError(f"{path} was written by an older alcsp (schema 1); open it once "
-                             "with `alcsp run DIR` (or writable) to upgrade it")
+            raise StoreError(
+                f"{path} was written by an older alcsp (schema 1); open it once "
+                "with `alcsp run DIR` (or writable) to upgrade it"
+            )
         if found != SCHEMA_VERSION:
             store.close()
-            raise StoreError(f"{path} has schema version {found!r}; this alcsp reads "
-                             f"{SCHEMA_VERSION!r}")
+            raise StoreError(
+                f"{path} has schema version {found!r}; this alcsp reads {SCHEMA_VERSION!r}"
+            )
         return store
 
     @staticmethod
     def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
-                                   timeout=30.0)
+            conn = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30.0
+            )
         else:
             conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
             conn.execute("PRAGMA page_size=8192")  # takes effect only on a new database
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r}); put the "
-                                 "campaign directory on a local file system")
+                raise StoreError(
+                    f"{path}: SQLite refused WAL mode (got {mode!r}); put the "
+                    "campaign directory on a local file system"
+                )
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
@@ -506,8 +535,11 @@ class CampaignStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as c:
-            c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                      "SET value = excluded.value", (key, value))
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+                "SET value = excluded.value",
+                (key, value),
+            )
 
     @property
     def config_text(self) -> str:
@@ -560,8 +592,19 @@ class CampaignStore:
             pos = np.ascontiguousarray(a.positions, dtype=np.float64)
             cell = np.ascontiguousarray(a.cell.array, dtype=np.float64)
             parent = None if parent_ids is None else parent_ids[k]
-            rows.append((len(numbers), names[0], names[1], origin, iteration, parent, nb,
-                         pos.tobytes(), cell.tobytes()))
+            rows.append(
+                (
+                    len(numbers),
+                    names[0],
+                    names[1],
+                    origin,
+                    iteration,
+                    parent,
+                    nb,
+                    pos.tobytes(),
+                    cell.tobytes(),
+                )
+            )
         return rows
 
     @staticmethod
@@ -595,8 +638,10 @@ class CampaignStore:
         found: dict[int, Atoms] = {}
         for s in range(0, len(ids), _CHUNK):
             chunk = ids[s : s + _CHUNK]
-            q = ("SELECT id, n_atoms, numbers, positions, cell, origin, iteration "
-                 f"FROM structures WHERE id IN ({','.join('?' * len(chunk))})")
+            q = (
+                "SELECT id, n_atoms, numbers, positions, cell, origin, iteration "
+                f"FROM structures WHERE id IN ({','.join('?' * len(chunk))})"
+            )
             for sid, n, nb, pb, cb, origin, it in self.conn.execute(q, chunk):
                 a = Atoms(
                     numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
@@ -623,8 +668,11 @@ class CampaignStore:
     ) -> list[int]:
         """Ids of structures matching all the filters given, in id order."""
         where, args = [], []
-        for col, val in (("origin", origin), ("iteration", iteration),
-                         ("composition", composition)):
+        for col, val in (
+            ("origin", origin),
+            ("iteration", iteration),
+            ("composition", composition),
+        ):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
@@ -632,16 +680,31 @@ class CampaignStore:
         return [r[0] for r in self.conn.execute(q + " ORDER BY id", args)]
 
     def count(self, table: str) -> int:
-        if table not in ("compositions", "structures", "relaxations", "labels", "models",
-                         "iterations", "oracle_relaxations"):
+        if table not in (
+            "compositions",
+            "structures",
+            "relaxations",
+            "labels",
+            "models",
+            "iterations",
+            "oracle_relaxations",
+        ):
             raise ValueError(f"unknown table {table!r}")
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
     # -- oracle relaxations -----------------------------------------------------------
 
     def add_oracle_relaxation(
-        self, parent_id: int, stage: str, round_: int, status: str, steps: int, calls: int,
-        wall_time: float, reason: str = "", relaxed: Atoms | None = None,
+        self,
+        parent_id: int,
+        stage: str,
+        round_: int,
+        status: str,
+        steps: int,
+        calls: int,
+        wall_time: float,
+        reason: str = "",
+        relaxed: Atoms | None = None,
         label: Label | None = None,
     ) -> int | None:
         """Record one oracle relaxation of ``parent_id``: its final geometry (a new
@@ -660,14 +723,25 @@ class CampaignStore:
                 "INSERT INTO oracle_relaxations(parent_id, structure_id, stage, round, status, "
                 "steps, calls, wall_time, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(parent_id, stage) DO NOTHING",
-                (int(parent_id), sid, stage, int(round_), status, int(steps), int(calls),
-                 float(wall_time), reason),
+                (
+                    int(parent_id),
+                    sid,
+                    stage,
+                    int(round_),
+                    status,
+                    int(steps),
+                    int(calls),
+                    float(wall_time),
+                    reason,
+                ),
             )
         return sid
 
     def oracle_relaxations(self, stage: str | None = None) -> list[OracleRelaxationRecord]:
-        q = ("SELECT parent_id, structure_id, stage, round, status, steps, calls, wall_time, "
-             "reason FROM oracle_relaxations")
+        q = (
+            "SELECT parent_id, structure_id, stage, round, status, steps, calls, wall_time, "
+            "reason FROM oracle_relaxations"
+        )
         args: tuple = ()
         if stage is not None:
             q += " WHERE stage = ?"
@@ -679,8 +753,10 @@ class CampaignStore:
         ``iteration <n>``, and each oracle-relaxation stage (its steps, the label at the
         end included). Labels a relaxation wrote are counted by the relaxation only."""
         out: dict[str, int] = {}
-        q = ("SELECT iteration, COUNT(*) FROM labels WHERE iteration >= 0 "
-             "GROUP BY iteration ORDER BY iteration")
+        q = (
+            "SELECT iteration, COUNT(*) FROM labels WHERE iteration >= 0 "
+            "GROUP BY iteration ORDER BY iteration"
+        )
         for it, n in self.conn.execute(q):
             out["initial" if it == 0 else f"iteration {it}"] = int(n)
         q = "SELECT stage, SUM(calls) FROM oracle_relaxations GROUP BY stage"
@@ -688,8 +764,10 @@ class CampaignStore:
             out[stage] = int(n or 0)
         # Single points of relaxed geometries a kill left without a label (iteration -1,
         # not written by a relaxation).
-        q = ("SELECT COUNT(*) FROM labels l WHERE l.iteration < 0 AND NOT EXISTS (SELECT 1 "
-             "FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)")
+        q = (
+            "SELECT COUNT(*) FROM labels l WHERE l.iteration < 0 AND NOT EXISTS (SELECT 1 "
+            "FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)"
+        )
         extra = int(self.conn.execute(q).fetchone()[0])
         if extra:
             out["final"] = out.get("final", 0) + extra
@@ -723,21 +801,43 @@ class CampaignStore:
             done: set[int] = set()
             for s in range(0, len(initial), _CHUNK):
                 chunk = initial[s : s + _CHUNK]
-                done.update(r[0] for r in c.execute(
-                    "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
-                    f"({','.join('?' * len(chunk))})", [method, *chunk]))
+                done.update(
+                    r[0]
+                    for r in c.execute(
+                        "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
+                        f"({','.join('?' * len(chunk))})",
+                        [method, *chunk],
+                    )
+                )
             keep = [k for k, p in enumerate(parents) if p is None or p not in done]
             sids = self._insert_structures(c, [rows[k] for k in keep])
             start = c.execute("SELECT COALESCE(MAX(id), 0) FROM relaxations").fetchone()[0] + 1
             rel_rows = []
             for j, (k, sid) in enumerate(zip(keep, sids, strict=True)):
                 r = records[k]
-                fp = (None if r.fingerprint is None
-                      else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes())
-                rel_rows.append((start + j, sid, r.initial_id, method, rows[k][2], r.status,
-                                 r.reason or None, float(r.energy), float(r.enthalpy_per_atom),
-                                 float(r.volume), int(r.steps), float(r.pressure), iteration,
-                                 fp))
+                fp = (
+                    None
+                    if r.fingerprint is None
+                    else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes()
+                )
+                rel_rows.append(
+                    (
+                        start + j,
+                        sid,
+                        r.initial_id,
+                        method,
+                        rows[k][2],
+                        r.status,
+                        r.reason or None,
+                        float(r.energy),
+                        float(r.enthalpy_per_atom),
+                        float(r.volume),
+                        int(r.steps),
+                        float(r.pressure),
+                        iteration,
+                        fp,
+                    )
+                )
             c.executemany(
                 "INSERT INTO relaxations(id, structure_id, initial_id, method, composition, "
                 "status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration, "
@@ -764,12 +864,28 @@ class CampaignStore:
         """Relaxation records as column arrays (id, structure_id, initial_id, composition,
         status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration,
         e_hull), filtered by the arguments given, ordered by id."""
-        cols = ("id", "structure_id", "initial_id", "composition", "status", "reason",
-                "energy", "enthalpy_per_atom", "volume", "steps", "pressure", "iteration",
-                "e_hull")
+        cols = (
+            "id",
+            "structure_id",
+            "initial_id",
+            "composition",
+            "status",
+            "reason",
+            "energy",
+            "enthalpy_per_atom",
+            "volume",
+            "steps",
+            "pressure",
+            "iteration",
+            "e_hull",
+        )
         where, args = [], []
-        for col, val in (("iteration", iteration), ("status", status),
-                         ("composition", composition), ("method", method)):
+        for col, val in (
+            ("iteration", iteration),
+            ("status", status),
+            ("composition", composition),
+            ("method", method),
+        ):
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
@@ -791,14 +907,18 @@ class CampaignStore:
 
     def children(self, origin: str) -> dict[int, int]:
         """parent id -> id of its (latest) child structure of ``origin``."""
-        q = ("SELECT parent_id, MAX(id) FROM structures WHERE origin = ? AND parent_id IS NOT NULL "
-             "GROUP BY parent_id")
+        q = (
+            "SELECT parent_id, MAX(id) FROM structures WHERE origin = ? AND parent_id IS NOT NULL "
+            "GROUP BY parent_id"
+        )
         return {int(p): int(c) for p, c in self.conn.execute(q, (origin,))}
 
     def label_counts(self, iteration: int, oracle: str | None = None) -> tuple[int, int]:
         """(successful, failed) labels recorded in ``iteration``."""
-        q = ("SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0) FROM labels "
-             "WHERE iteration = ?")
+        q = (
+            "SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0) FROM labels "
+            "WHERE iteration = ?"
+        )
         args: list[Any] = [iteration]
         if oracle is not None:
             q += " AND oracle = ?"
@@ -816,8 +936,10 @@ class CampaignStore:
             "ON s.id = r.structure_id WHERE r.method = ? AND r.status = ? ORDER BY r.id",
             (method, status),
         ).fetchall()
-        return (np.array([r[0] for r in rows], dtype=object),
-                np.array([r[1] for r in rows], dtype=float))
+        return (
+            np.array([r[0] for r in rows], dtype=object),
+            np.array([r[1] for r in rows], dtype=float),
+        )
 
     def fingerprints(self, relaxation_ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored fingerprints (float32 [d]) of the given relaxations that have one."""
@@ -825,8 +947,10 @@ class CampaignStore:
         out = {}
         for s in range(0, len(ids), _CHUNK):
             chunk = ids[s : s + _CHUNK]
-            q = ("SELECT id, fingerprint FROM relaxations WHERE fingerprint IS NOT NULL AND "
-                 f"id IN ({','.join('?' * len(chunk))})")
+            q = (
+                "SELECT id, fingerprint FROM relaxations WHERE fingerprint IS NOT NULL AND "
+                f"id IN ({','.join('?' * len(chunk))})"
+            )
             for rid, fb in self.conn.execute(q, chunk):
                 out[rid] = np.frombuffer(fb, dtype=np.float32)
         return out
@@ -836,15 +960,14 @@ class CampaignStore:
         if len(relaxation_ids) != len(e_hull):
             raise ValueError(f"{len(relaxation_ids)} ids for {len(e_hull)} E_hull values")
         with self._tx() as c:
-            c.executemany("UPDATE relaxations SET e_hull = ? WHERE id = ?",
-                          [(float(e), int(i)) for i, e in zip(relaxation_ids, e_hull,
-                                                               strict=True)])
+            c.executemany(
+                "UPDATE relaxations SET e_hull = ? WHERE id = ?",
+                [(float(e), int(i)) for i, e in zip(relaxation_ids, e_hull, strict=True)],
+            )
 
     # -- labels -----------------------------------------------------------------------
 
-    def add_labels(
-        self, results: Sequence[tuple[int, LabelResult]], iteration: int
-    ) -> None:
+    def add_labels(self, results: Sequence[tuple[int, LabelResult]], iteration: int) -> None:
         """Record oracle outcomes ``(structure_id, Label | LabelFailure)`` in one
         transaction. Never duplicates: a success is kept as is, a failure is replaced only
         by a later success."""
@@ -861,14 +984,41 @@ class CampaignStore:
                 stress = np.ascontiguousarray(r.stress, dtype=np.float64)
                 # An all-NaN stress means "not computed" (imported data): stored as NULL.
                 sb = None if np.isnan(stress).all() else stress.tobytes()
-                rows.append((int(sid), r.oracle, 1, float(r.energy),
-                             np.ascontiguousarray(r.forces, dtype=np.float64).tobytes(), sb,
-                             None if r.energy_zero is None else float(r.energy_zero),
-                             None, None, r.wall_time, r.attempts, iteration, now))
+                rows.append(
+                    (
+                        int(sid),
+                        r.oracle,
+                        1,
+                        float(r.energy),
+                        np.ascontiguousarray(r.forces, dtype=np.float64).tobytes(),
+                        sb,
+                        None if r.energy_zero is None else float(r.energy_zero),
+                        None,
+                        None,
+                        r.wall_time,
+                        r.attempts,
+                        iteration,
+                        now,
+                    )
+                )
             elif isinstance(r, LabelFailure):
-                rows.append((int(sid), r.oracle, 0, None, None, None, None,
-                             FailureKind(r.kind).value,
-                             r.reason, r.wall_time, r.attempts, iteration, now))
+                rows.append(
+                    (
+                        int(sid),
+                        r.oracle,
+                        0,
+                        None,
+                        None,
+                        None,
+                        None,
+                        FailureKind(r.kind).value,
+                        r.reason,
+                        r.wall_time,
+                        r.attempts,
+                        iteration,
+                        now,
+                    )
+                )
             else:
                 raise TypeError(f"expected Label or LabelFailure, got {type(r).__name__}")
         return rows
@@ -893,7 +1043,8 @@ class CampaignStore:
         """Structures with an outcome from ``oracle`` (successes, and failures unless told
         otherwise)."""
         q = "SELECT structure_id FROM labels WHERE oracle = ?" + (
-            "" if include_failures else " AND ok = 1")
+            "" if include_failures else " AND ok = 1"
+        )
         return {r[0] for r in self.conn.execute(q, (oracle,))}
 
     def get_labels(self, structure_ids: Sequence[int], oracle: str) -> dict[int, LabelResult]:
@@ -902,22 +1053,33 @@ class CampaignStore:
         out: dict[int, LabelResult] = {}
         for s in range(0, len(ids), _CHUNK):
             chunk = ids[s : s + _CHUNK]
-            q = ("SELECT l.structure_id, s.n_atoms, l.ok, l.energy, l.forces, l.stress, "
-                 "l.failure_kind, l.failure_reason, l.wall_time, l.attempts, l.energy_zero "
-                 "FROM labels l "
-                 "JOIN structures s ON s.id = l.structure_id WHERE l.oracle = ? AND "
-                 f"l.structure_id IN ({','.join('?' * len(chunk))})")
+            q = (
+                "SELECT l.structure_id, s.n_atoms, l.ok, l.energy, l.forces, l.stress, "
+                "l.failure_kind, l.failure_reason, l.wall_time, l.attempts, l.energy_zero "
+                "FROM labels l "
+                "JOIN structures s ON s.id = l.structure_id WHERE l.oracle = ? AND "
+                f"l.structure_id IN ({','.join('?' * len(chunk))})"
+            )
             for sid, n, ok, e, fb, sb, kind, reason, wt, att, e0 in self.conn.execute(
                 q, [oracle, *chunk]
             ):
                 if ok:
-                    stress = (np.full((3, 3), np.nan) if sb is None
-                              else np.frombuffer(sb, dtype=np.float64).reshape(3, 3))
-                    out[sid] = Label(e, np.frombuffer(fb, dtype=np.float64).reshape(n, 3),
-                                     stress, oracle, wt or 0.0, att or 1, energy_zero=e0)
+                    stress = (
+                        np.full((3, 3), np.nan)
+                        if sb is None
+                        else np.frombuffer(sb, dtype=np.float64).reshape(3, 3)
+                    )
+                    out[sid] = Label(
+                        e,
+                        np.frombuffer(fb, dtype=np.float64).reshape(n, 3),
+                        stress,
+                        oracle,
+                        wt or 0.0,
+                        att or 1,
+                        energy_zero=e0,
+                    )
                 else:
-                    out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0,
-                                            att or 1)
+                    out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0, att or 1)
         return out
 
     def failures(self, oracle: str | None = None) -> list[tuple[int, str, str, str]]:
@@ -938,10 +1100,12 @@ class CampaignStore:
         (what hulls use, ``get_potential_energy()``), forces eV/Å, stress eV/Å³ when known.
         Failures and reference phases are never included. ``atoms.info``: structure_id,
         oracle, iteration, origin."""
-        q = ("SELECT s.id, s.n_atoms, s.numbers, s.positions, s.cell, s.origin, l.oracle, "
-             "l.iteration, l.energy, l.forces, l.stress, l.energy_zero FROM labels l "
-             "JOIN structures s "
-             "ON s.id = l.structure_id WHERE l.ok = 1 AND s.origin != 'reference'")
+        q = (
+            "SELECT s.id, s.n_atoms, s.numbers, s.positions, s.cell, s.origin, l.oracle, "
+            "l.iteration, l.energy, l.forces, l.stress, l.energy_zero FROM labels l "
+            "JOIN structures s "
+            "ON s.id = l.structure_id WHERE l.ok = 1 AND s.origin != 'reference'"
+        )
         args: list[Any] = []
         if oracle is not None:
             q += " AND l.oracle = ?"
@@ -953,12 +1117,17 @@ class CampaignStore:
         for sid, n, nb, pb, cb, origin, orc, it, e, fb, sb, e0 in self.conn.execute(
             q + " ORDER BY l.id", args
         ):
-            a = Atoms(numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
-                      positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
-                      cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3), pbc=True)
+            a = Atoms(
+                numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
+                positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
+                cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3),
+                pbc=True,
+            )
             results: dict[str, Any] = {
-                "energy": e if e0 is None else e0, "free_energy": e,
-                "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy()}
+                "energy": e if e0 is None else e0,
+                "free_energy": e,
+                "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy(),
+            }
             if sb is not None:
                 results["stress"] = np.frombuffer(sb, dtype=np.float64).reshape(3, 3).copy()
             a.calc = SinglePointCalculator(a, **results)
@@ -968,8 +1137,9 @@ class CampaignStore:
 
     # -- models and iterations --------------------------------------------------------
 
-    def add_model(self, path: str | os.PathLike, iteration: int,
-                  metrics: Mapping[str, Any] | None = None) -> int:
+    def add_model(
+        self, path: str | os.PathLike, iteration: int, metrics: Mapping[str, Any] | None = None
+    ) -> int:
         """Record a trained model file (path relative to the campaign directory when
         inside it) with its validation errors."""
         p = Path(path)
@@ -978,15 +1148,22 @@ class CampaignStore:
         except ValueError:
             pass
         with self._tx() as c:
-            c.execute("INSERT INTO models(iteration, path, metrics, created) VALUES (?, ?, ?, ?) "
-                      "ON CONFLICT(iteration, path) DO UPDATE SET metrics = excluded.metrics",
-                      (iteration, str(p), json.dumps(dict(metrics or {})), time.time()))
-            return c.execute("SELECT id FROM models WHERE iteration = ? AND path = ?",
-                             (iteration, str(p))).fetchone()[0]
+            c.execute(
+                "INSERT INTO models(iteration, path, metrics, created) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(iteration, path) DO UPDATE SET metrics = excluded.metrics",
+                (iteration, str(p), json.dumps(dict(metrics or {})), time.time()),
+            )
+            return c.execute(
+                "SELECT id FROM models WHERE iteration = ? AND path = ?", (iteration, str(p))
+            ).fetchone()[0]
 
     def models(self) -> list[ModelRecord]:
-        return [ModelRecord(i, it, p, json.loads(m), t) for i, it, p, m, t in self.conn.execute(
-            "SELECT id, iteration, path, metrics, created FROM models ORDER BY iteration, id")]
+        return [
+            ModelRecord(i, it, p, json.loads(m), t)
+            for i, it, p, m, t in self.conn.execute(
+                "SELECT id, iteration, path, metrics, created FROM models ORDER BY iteration, id"
+            )
+        ]
 
     def latest_model(self) -> ModelRecord | None:
         models = self.models()
@@ -999,8 +1176,11 @@ class CampaignStore:
     def start_iteration(self, index: int, stage: str = "start") -> IterationRecord:
         """Begin iteration ``index`` (or return it unchanged when it already began)."""
         with self._tx() as c:
-            c.execute("INSERT OR IGNORE INTO iterations(idx, stage, counts, timings, started) "
-                      "VALUES (?, ?, '{}', '{}', ?)", (index, stage, time.time()))
+            c.execute(
+                "INSERT OR IGNORE INTO iterations(idx, stage, counts, timings, started) "
+                "VALUES (?, ?, '{}', '{}', ?)",
+                (index, stage, time.time()),
+            )
         return self.iteration(index)
 
     def update_iteration(
@@ -1015,25 +1195,29 @@ class CampaignStore:
         """Set the stage; merge ``counts`` and ``timings`` into the stored ones; replace the
         hull snapshot when given; mark finished. One transaction."""
         with self._tx() as c:
-            row = c.execute("SELECT stage, counts, timings FROM iterations WHERE idx = ?",
-                            (index,)).fetchone()
+            row = c.execute(
+                "SELECT stage, counts, timings FROM iterations WHERE idx = ?", (index,)
+            ).fetchone()
             if row is None:
                 raise KeyError(f"iteration {index} was never started (call start_iteration)")
             new_counts = {**json.loads(row[1]), **dict(counts or {})}
             new_timings = {**json.loads(row[2]), **dict(timings or {})}
-            c.execute("UPDATE iterations SET stage = ?, counts = ?, timings = ? WHERE idx = ?",
-                      (stage or row[0], json.dumps(new_counts), json.dumps(new_timings), index))
+            c.execute(
+                "UPDATE iterations SET stage = ?, counts = ?, timings = ? WHERE idx = ?",
+                (stage or row[0], json.dumps(new_counts), json.dumps(new_timings), index),
+            )
             if hull is not None:
-                c.execute("UPDATE iterations SET hull = ? WHERE idx = ?",
-                          (json.dumps(hull), index))
+                c.execute("UPDATE iterations SET hull = ? WHERE idx = ?", (json.dumps(hull), index))
             if finished:
-                c.execute("UPDATE iterations SET finished = ? WHERE idx = ?",
-                          (time.time(), index))
+                c.execute("UPDATE iterations SET finished = ? WHERE idx = ?", (time.time(), index))
         return self.iteration(index)
 
     def iteration(self, index: int) -> IterationRecord:
-        row = self.conn.execute("SELECT idx, stage, counts, timings, hull, started, finished "
-                                "FROM iterations WHERE idx = ?", (index,)).fetchone()
+        row = self.conn.execute(
+            "SELECT idx, stage, counts, timings, hull, started, finished "
+            "FROM iterations WHERE idx = ?",
+            (index,),
+        ).fetchone()
         if row is None:
             raise KeyError(f"no iteration {index}")
         return self._iteration_record(row)
@@ -1041,13 +1225,24 @@ class CampaignStore:
     @staticmethod
     def _iteration_record(row: tuple) -> IterationRecord:
         i, stage, counts, timings, hull, started, finished = row
-        return IterationRecord(i, stage, json.loads(counts), json.loads(timings),
-                               None if hull is None else json.loads(hull), started, finished)
+        return IterationRecord(
+            i,
+            stage,
+            json.loads(counts),
+            json.loads(timings),
+            None if hull is None else json.loads(hull),
+            started,
+            finished,
+        )
 
     def iterations(self) -> list[IterationRecord]:
-        return [self._iteration_record(r) for r in self.conn.execute(
-            "SELECT idx, stage, counts, timings, hull, started, finished FROM iterations "
-            "ORDER BY idx")]
+        return [
+            self._iteration_record(r)
+            for r in self.conn.execute(
+                "SELECT idx, stage, counts, timings, hull, started, finished FROM iterations "
+                "ORDER BY idx"
+            )
+        ]
 
     def last_iteration(self) -> IterationRecord | None:
         its = self.iterations()
@@ -1084,17 +1279,26 @@ class CampaignStore:
                 stress3 = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
             # ASE's vocabulary: free_energy is F (force-consistent), energy is E0.
             free = float(res.get("free_energy", res["energy"]))
-            labels.append(Label(free, np.asarray(res["forces"], dtype=float), stress3, oracle,
-                                0.0, energy_zero=float(res["energy"])))
+            labels.append(
+                Label(
+                    free,
+                    np.asarray(res["forces"], dtype=float),
+                    stress3,
+                    oracle,
+                    0.0,
+                    energy_zero=float(res["energy"]),
+                )
+            )
         rows = self._structure_rows(frames, "import", iteration, None)
         with self._tx() as c:  # structures and labels together, or nothing
             ids = self._insert_structures(c, rows)
-            self._insert_labels(c, self._label_rows(list(zip(ids, labels, strict=True)),
-                                                    iteration))
+            self._insert_labels(c, self._label_rows(list(zip(ids, labels, strict=True)), iteration))
         return ids
 
     def export_extxyz(
-        self, path: str | os.PathLike, structure_ids: Sequence[int] | None = None,
+        self,
+        path: str | os.PathLike,
+        structure_ids: Sequence[int] | None = None,
         oracle: str | None = None,
     ) -> int:
         """Write structures to extxyz. Without ids: the training set (with labels).
@@ -1112,13 +1316,21 @@ class CampaignStore:
                     lab = labels.get(a.info["structure_id"])
                     if isinstance(lab, Label):
                         a.calc = SinglePointCalculator(
-                            a, energy=lab.hull_energy, free_energy=lab.energy,
-                            forces=lab.forces, stress=lab.stress)
+                            a,
+                            energy=lab.hull_energy,
+                            free_energy=lab.energy,
+                            forces=lab.forces,
+                            stress=lab.stress,
+                        )
         write(path, frames, format="extxyz")
         return len(frames)
 
-    def export_cif(self, directory: str | os.PathLike, structure_ids: Sequence[int],
-                   symprec: float | None = 0.01) -> list[Path]:
+    def export_cif(
+        self,
+        directory: str | os.PathLike,
+        structure_ids: Sequence[int],
+        symprec: float | None = 0.01,
+    ) -> list[Path]:
         """Write one CIF per structure (``<id>_<formula>.cif``, symmetrised with ``symprec``
         Å when given) through pymatgen; return the paths."""
         from pymatgen.io.ase import AseAtomsAdaptor

@@ -81,8 +81,11 @@ class CageSettings:
                 f"the H–H bond cutoff must be > 0 Å, got {self.bond_cutoff}; "
                 "omit it for the scaled default"
             )
-        positive = {"bond_scale": self.bond_scale, "max_bond": self.max_bond,
-                    "symmetry_tolerance": self.symmetry_tolerance}  # fmt: skip
+        positive = {
+            "bond_scale": self.bond_scale,
+            "max_bond": self.max_bond,
+            "symmetry_tolerance": self.symmetry_tolerance,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ValueError(f"cage setting {name} must be > 0, got {value}")
@@ -188,20 +191,26 @@ class Cage:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "center": self.center, "symbol": self.symbol, "prototype": self.prototype.label,
-            "point_group": self.point_group, "vertices": list(self.vertices),
-            "shifts": [list(s) for s in self.shifts], "faces": [list(f) for f in self.faces],
-        }  # fmt: skip
+            "center": self.center,
+            "symbol": self.symbol,
+            "prototype": self.prototype.label,
+            "point_group": self.point_group,
+            "vertices": list(self.vertices),
+            "shifts": [list(s) for s in self.shifts],
+            "faces": [list(f) for f in self.faces],
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Cage:
         return cls(
-            center=int(d["center"]), symbol=str(d["symbol"]),
+            center=int(d["center"]),
+            symbol=str(d["symbol"]),
             vertices=tuple(int(v) for v in d["vertices"]),
             shifts=tuple((int(a), int(b), int(c)) for a, b, c in d["shifts"]),
             faces=tuple(tuple(int(v) for v in f) for f in d["faces"]),
-            prototype=CagePrototype.parse(d["prototype"]), point_group=str(d["point_group"]),
-        )  # fmt: skip
+            prototype=CagePrototype.parse(d["prototype"]),
+            point_group=str(d["point_group"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -243,22 +252,26 @@ class CageAnalysis:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "formula": self.formula, "bond_cutoff": self.bond_cutoff, "hosts": list(self.hosts),
+            "formula": self.formula,
+            "bond_cutoff": self.bond_cutoff,
+            "hosts": list(self.hosts),
             "cages": [None if c is None else c.to_json() for c in self.cages],
             "clathrate_fraction": self.clathrate_fraction,
             # derived, for readers of the file
             "prototypes": [p.label for p in self.prototypes],
-            "caged_fraction": self.caged_fraction, "is_clathrate": self.is_clathrate,
-        }  # fmt: skip
+            "caged_fraction": self.caged_fraction,
+            "is_clathrate": self.is_clathrate,
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> CageAnalysis:
         return cls(
-            formula=str(d["formula"]), bond_cutoff=float(d["bond_cutoff"]),
+            formula=str(d["formula"]),
+            bond_cutoff=float(d["bond_cutoff"]),
             hosts=tuple(int(h) for h in d["hosts"]),
             cages=tuple(None if c is None else Cage.from_json(c) for c in d["cages"]),
             clathrate_fraction=float(d["clathrate_fraction"]),
-        )  # fmt: skip
+        )
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -294,8 +307,9 @@ def analyse_cages(atoms: Atoms, settings: CageSettings | None = None) -> CageAna
     hosts = tuple(int(k) for k in np.nonzero(numbers != _HYDROGEN)[0])
     formula = atoms.get_chemical_formula()
     if not hosts or not (numbers == _HYDROGEN).any():
-        return CageAnalysis(formula, cutoff, hosts, (None,) * len(hosts),
-                            settings.clathrate_fraction)  # fmt: skip
+        return CageAnalysis(
+            formula, cutoff, hosts, (None,) * len(hosts), settings.clathrate_fraction
+        )
     nearest, radius = _nearest_hydrogen(atoms, hosts)
     finite = [nearest[m] for m in hosts if math.isfinite(nearest[m])]
     radius = max([radius, *(settings.shell_ratio * r for r in finite)])
@@ -317,14 +331,17 @@ def analyse_cages(atoms: Atoms, settings: CageSettings | None = None) -> CageAna
         # the same vertices in the symmetrized structure (shifts kept: it moves atoms
         # by less than symprec, without wrapping them)
         pos = np.array([ideal[j[sel][k]] + s[sel][k] @ atoms.cell.array for k in members])
-        cages.append(Cage(
-            center=m, symbol=atoms[m].symbol,
-            vertices=tuple(int(j[sel][k]) for k in members),
-            shifts=tuple(tuple(int(x) for x in s[sel][k]) for k in members),
-            faces=faces,
-            prototype=CagePrototype.of(len(members), (len(f) for f in faces)),
-            point_group=point_group(pos - ideal[m], _POINT_GROUP_TOLERANCE),
-        ))  # fmt: skip
+        cages.append(
+            Cage(
+                center=m,
+                symbol=atoms[m].symbol,
+                vertices=tuple(int(j[sel][k]) for k in members),
+                shifts=tuple(tuple(int(x) for x in s[sel][k]) for k in members),
+                faces=faces,
+                prototype=CagePrototype.of(len(members), (len(f) for f in faces)),
+                point_group=point_group(pos - ideal[m], _POINT_GROUP_TOLERANCE),
+            )
+        )
     return CageAnalysis(formula, cutoff, hosts, tuple(cages), settings.clathrate_fraction)
 
 

@@ -33,13 +33,15 @@ def cage_section(directory: Path) -> str:
         rows = [(s, None) for _, s in sorted(results[key].items())]
         intro = "Every stored structure (no <code>alcsp analyse</code> run has finished)."
     shown = {s.structure_id: s for s, _ in rows}
-    return "".join([
-        "<h2>Hydrogen cages</h2>",
-        f"<p>{intro} Settings: <code>{html.escape(key)}</code>.</p>",
-        _rows_table(rows),
-        "<h3>Structures by cage prototype</h3>",
-        _groups_table(shown),
-    ])  # fmt: skip
+    return "".join(
+        [
+            "<h2>Hydrogen cages</h2>",
+            f"<p>{intro} Settings: <code>{html.escape(key)}</code>.</p>",
+            _rows_table(rows),
+            "<h3>Structures by cage prototype</h3>",
+            _groups_table(shown),
+        ]
+    )
 
 
 def _cell(value: object) -> str:
@@ -47,14 +49,29 @@ def _cell(value: object) -> str:
 
 
 def _rows_table(rows: list[tuple[StoredCages, float | None]]) -> str:
-    head = ("composition", "structure", "E_hull (meV/atom)", "space group", "cages",
-            "caged fraction", "clathrate", "bond cutoff (Å)")  # fmt: skip
+    head = (
+        "composition",
+        "structure",
+        "E_hull (meV/atom)",
+        "space group",
+        "cages",
+        "caged fraction",
+        "clathrate",
+        "bond cutoff (Å)",
+    )
     body = []
     for s, e in rows:
         a = s.analysis
-        cells = (s.composition, s.structure_id, "-" if e is None else f"{e:.1f}",
-                 s.space_group, "; ".join(a.descriptions) or "-", f"{a.caged_fraction:.2f}",
-                 "yes" if a.is_clathrate else "no", f"{a.bond_cutoff:.2f}")  # fmt: skip
+        cells = (
+            s.composition,
+            s.structure_id,
+            "-" if e is None else f"{e:.1f}",
+            s.space_group,
+            "; ".join(a.descriptions) or "-",
+            f"{a.caged_fraction:.2f}",
+            "yes" if a.is_clathrate else "no",
+            f"{a.bond_cutoff:.2f}",
+        )
         body.append("<tr>" + "".join(_cell(c) for c in cells) + "</tr>")
     if not body:
         return "<p>(none)</p>"
@@ -67,9 +84,14 @@ def _groups_table(stored: dict[int, StoredCages]) -> str:
     if not groups:
         return "<p>(no cages)</p>"
     body = "".join(
-        "<tr>" + _cell(p.label) + _cell(len(ids))
-        + _cell(", ".join(f"{stored[i].composition} ({i})" for i in ids)) + "</tr>"
+        "<tr>"
+        + _cell(p.label)
+        + _cell(len(ids))
+        + _cell(", ".join(f"{stored[i].composition} ({i})" for i in ids))
+        + "</tr>"
         for p, ids in groups.items()
-    )  # fmt: skip
-    return ("<table><tr><th>prototype</th><th>structures</th><th>composition (id)</th></tr>"
-            f"{body}</table>")  # fmt: skip
+    )
+    return (
+        "<table><tr><th>prototype</th><th>structures</th><th>composition (id)</th></tr>"
+        f"{body}</table>"
+    )

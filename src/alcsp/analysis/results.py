@@ -51,13 +51,20 @@ class StoredCages:
     analysis: CageAnalysis
 
     def to_json(self) -> dict[str, Any]:
-        return {"composition": self.composition, "space_group": self.space_group,
-                "analysis": self.analysis.to_json()}  # fmt: skip
+        return {
+            "composition": self.composition,
+            "space_group": self.space_group,
+            "analysis": self.analysis.to_json(),
+        }
 
     @classmethod
     def from_json(cls, structure_id: int, d: dict[str, Any]) -> StoredCages:
-        return cls(structure_id, str(d["composition"]), str(d["space_group"]),
-                   CageAnalysis.from_json(d["analysis"]))  # fmt: skip
+        return cls(
+            structure_id,
+            str(d["composition"]),
+            str(d["space_group"]),
+            CageAnalysis.from_json(d["analysis"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -135,13 +142,16 @@ class CageResults:
         self._data["results"].setdefault(key, {})[str(result.structure_id)] = result.to_json()
         write_json_atomically(self.path, self._data)
 
-    def finish_run(self, settings: CageSettings, ehull: float,
-                   rows: Sequence[tuple[int, float]]) -> None:  # fmt: skip
+    def finish_run(
+        self, settings: CageSettings, ehull: float, rows: Sequence[tuple[int, float]]
+    ) -> None:
         """Record the selection of a finished run (what the report section shows)."""
         self._data["last_run"] = {
-            "settings": settings.key(), "ehull": ehull, "finished": time.time(),
+            "settings": settings.key(),
+            "ehull": ehull,
+            "finished": time.time(),
             "rows": [{"structure_id": sid, "e_hull_mev": e} for sid, e in rows],
-        }  # fmt: skip
+        }
         write_json_atomically(self.path, self._data)
 
 
@@ -154,8 +164,14 @@ def load_stored(directory: Path) -> tuple[dict[str, dict[int, StoredCages]], Las
         for key, entries in data["results"].items()
     }
     run = data.get("last_run")
-    last = None if run is None else LastRun(
-        str(run["settings"]), float(run["ehull"]), float(run["finished"]),
-        tuple((int(r["structure_id"]), float(r["e_hull_mev"])) for r in run["rows"]),
-    )  # fmt: skip
+    last = (
+        None
+        if run is None
+        else LastRun(
+            str(run["settings"]),
+            float(run["ehull"]),
+            float(run["finished"]),
+            tuple((int(r["structure_id"]), float(r["e_hull_mev"])) for r in run["rows"]),
+        )
+    )
     return results, last

@@ -115,16 +115,21 @@ def run(args: argparse.Namespace) -> int:
         key=lambda i: (e_hull[i], lh.structure_id(i)),
     )
     if not chosen:
-        lowest = (f"the lowest is {min(e_hull[i] for i in hydrides) * 1000:.1f} meV/atom"
-                  if hydrides else "no hydride is labelled yet")  # fmt: skip
+        lowest = (
+            f"the lowest is {min(e_hull[i] for i in hydrides) * 1000:.1f} meV/atom"
+            if hydrides
+            else "no hydride is labelled yet"
+        )
         raise ValueError(
             f"no hydride within E_hull <= {args.ehull:g} eV/atom ({lowest}); widen --ehull"
         )
     rows: list[Row] = []
     analyses = {}
     with CageResults.open(args.directory) as results:
-        print(f"{'composition':<14} {'structure':>9} {'E_hull':>7} {'space group':<16} "
-              f"{'caged':>5} {'cutoff':>6}  cages")  # fmt: skip
+        print(
+            f"{'composition':<14} {'structure':>9} {'E_hull':>7} {'space group':<16} "
+            f"{'caged':>5} {'cutoff':>6}  cages"
+        )
         print(f"{'':<14} {'':>9} {'meV/at':>7} {'':<16} {'':>5} {'Å':>6}")
         for i in chosen:
             sid = lh.structure_id(i)
@@ -132,33 +137,51 @@ def run(args: argparse.Namespace) -> int:
             if stored is None:
                 atoms = lh.structures[lh.kept[i]]
                 stored = StoredCages(
-                    sid, lh.hull.keys[lh.hull.comp_index[i]], space_group(atoms),
+                    sid,
+                    lh.hull.keys[lh.hull.comp_index[i]],
+                    space_group(atoms),
                     analyse_cages(atoms, settings),
-                )  # fmt: skip
+                )
                 results.add(settings, stored)
             a = stored.analysis
             analyses[sid] = a
-            row = Row(sid, stored.composition, float(e_hull[i] * 1000), stored.space_group,
-                      a.descriptions, tuple(p.label for p in a.prototypes), a.caged_fraction,
-                      a.is_clathrate, a.bond_cutoff)  # fmt: skip
+            row = Row(
+                sid,
+                stored.composition,
+                float(e_hull[i] * 1000),
+                stored.space_group,
+                a.descriptions,
+                tuple(p.label for p in a.prototypes),
+                a.caged_fraction,
+                a.is_clathrate,
+                a.bond_cutoff,
+            )
             rows.append(row)
-            print(f"{row.composition:<14} {sid:>9} {row.e_hull_mev:7.1f} {row.space_group:<16} "
-                  f"{row.caged_fraction:5.2f} {row.bond_cutoff:6.2f}  "
-                  f"{'; '.join(row.cages) or '-'}")  # fmt: skip
+            print(
+                f"{row.composition:<14} {sid:>9} {row.e_hull_mev:7.1f} {row.space_group:<16} "
+                f"{row.caged_fraction:5.2f} {row.bond_cutoff:6.2f}  "
+                f"{'; '.join(row.cages) or '-'}"
+            )
         results.finish_run(settings, args.ehull, [(r.structure_id, r.e_hull_mev) for r in rows])
     groups = group_by_prototype(analyses)
     n_clathrate = sum(r.is_clathrate for r in rows)
-    print(f"{n_clathrate} of {len(rows)} structures are clathrates (at least "
-          f"{settings.clathrate_fraction:.0%} of the metal atoms caged)")  # fmt: skip
+    print(
+        f"{n_clathrate} of {len(rows)} structures are clathrates (at least "
+        f"{settings.clathrate_fraction:.0%} of the metal atoms caged)"
+    )
     for proto, ids in groups.items():
         noun = "structure" if len(ids) == 1 else "structures"
         print(f"  {proto.label:<20} {len(ids)} {noun}: {', '.join(map(str, ids))}")
     print(f"stored in {results.path}")
     if args.json is not None:
-        write_json_atomically(args.json, {
-            "settings": settings.to_json(), "ehull": args.ehull,
-            "rows": [r.as_dict() for r in rows],
-            "groups": {p.label: ids for p, ids in groups.items()},
-        })  # fmt: skip
+        write_json_atomically(
+            args.json,
+            {
+                "settings": settings.to_json(),
+                "ehull": args.ehull,
+                "rows": [r.as_dict() for r in rows],
+                "groups": {p.label: ids for p, ids in groups.items()},
+            },
+        )
         print(f"wrote {args.json}")
     return 0

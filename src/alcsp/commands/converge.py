@@ -55,17 +55,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--energy-tol", type=float, default=5.0, help="meV/atom (default 5)")
     p.add_argument("--pressure-tol", type=float, default=2.0, help="GPa (default 2)")
     p.add_argument(
-        "--ecut-factors", type=_factors, default=(1.0, 1.25, 1.5),
+        "--ecut-factors",
+        type=_factors,
+        default=(1.0, 1.25, 1.5),
         help="cutoffs tried, as multiples of the config's (default 1,1.25,1.5)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--kspacing-factors", type=_factors, default=(1.0, 0.67, 0.5),
+        "--kspacing-factors",
+        type=_factors,
+        default=(1.0, 0.67, 0.5),
         help="k-point spacings tried, as multiples of the config's (default 1,0.67,0.5)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--verbose", "-v", action="store_true",
+        "--verbose",
+        "-v",
+        action="store_true",
         help="one line per calculation on stderr (default: only when stderr is a terminal)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=run)
 
 
@@ -81,10 +87,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     options = ConvergeOptions(
-        energy_tol_mev=args.energy_tol, pressure_tol_gpa=args.pressure_tol, jobs=args.jobs,
-        timeout_s=args.timeout, ecut_factors=args.ecut_factors,
+        energy_tol_mev=args.energy_tol,
+        pressure_tol_gpa=args.pressure_tol,
+        jobs=args.jobs,
+        timeout_s=args.timeout,
+        ecut_factors=args.ecut_factors,
         kspacing_factors=args.kspacing_factors,
-    )  # fmt: skip
+    )
     temporary = args.workdir is None
     if temporary:
         workdir = Path(tempfile.mkdtemp(prefix="alcsp-converge-"))
@@ -102,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"alcsp converge: {msg}", file=sys.stderr, flush=True)
 
     try:
-        result = converge(config, workdir, options, source=str(args.config),
-                          progress=progress if show else None)  # fmt: skip
+        result = converge(
+            config, workdir, options, source=str(args.config), progress=progress if show else None
+        )
     except ConvergeError as exc:
         if temporary and not args.keep:
             if any(workdir.iterdir()):  # keep the failed jobs' logs: the message points there

@@ -29,12 +29,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("structures", type=Path, help="structures to label, extended XYZ")
-    p.add_argument("--config", type=Path, required=True,
-                   help="campaign config (TOML) whose [oracle] and [executor] are used")
+    p.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        help="campaign config (TOML) whose [oracle] and [executor] are used",
+    )
     p.add_argument("--out", type=Path, required=True, help="extxyz file of the labels")
-    p.add_argument("--workdir", type=Path,
-                   help="folder for the oracle job folders (default: OUT.jobs beside OUT); "
-                   "finished jobs in it are reused")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        help="folder for the oracle job folders (default: OUT.jobs beside OUT); "
+        "finished jobs in it are reused",
+    )
     p.set_defaults(func=run)
 
 
@@ -90,14 +97,21 @@ def run(args: argparse.Namespace) -> int:
         result = source.results.get(k)
         if isinstance(result, Label):
             a = atoms.copy()
-            a.calc = SinglePointCalculator(a, energy=result.hull_energy,
-                                           free_energy=result.energy, forces=result.forces,
-                                           stress=result.stress)
+            a.calc = SinglePointCalculator(
+                a,
+                energy=result.hull_energy,
+                free_energy=result.energy,
+                forces=result.forces,
+                stress=result.stress,
+            )
             a.info.update(oracle=result.oracle, attempts=result.attempts)
             out.append(a)
         elif result is not None:
-            print(f"structure {k} ({atoms.get_chemical_formula()}): {result.kind.value}: "
-                  f"{_one_line(result.reason)}", file=sys.stderr)
+            print(
+                f"structure {k} ({atoms.get_chemical_formula()}): {result.kind.value}: "
+                f"{_one_line(result.reason)}",
+                file=sys.stderr,
+            )
     if out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.name + ".tmp")
@@ -105,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
         tmp.replace(args.out)
     failed = len(frames) - len(out)
     kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(summary.failures.items()))
-    print(f"labelled {len(out)} of {len(frames)} structures with {oracle.name}"
-          + (f" and wrote them to {args.out}" if out else "")
-          + (f"; {failed} failed ({kinds}), left out" if failed else "")
-          + f"; job folders in {workdir}")
+    print(
+        f"labelled {len(out)} of {len(frames)} structures with {oracle.name}"
+        + (f" and wrote them to {args.out}" if out else "")
+        + (f"; {failed} failed ({kinds}), left out" if failed else "")
+        + f"; job folders in {workdir}"
+    )
     if not out:
-        print(f"alcsp label: error: no structure of {args.structures} could be labelled; see "
-              f"the reasons above and the job folders in {workdir}", file=sys.stderr)
+        print(
+            f"alcsp label: error: no structure of {args.structures} could be labelled; see "
+            f"the reasons above and the job folders in {workdir}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -80,12 +80,19 @@ def run(args: argparse.Namespace) -> int:
         potential = ACNNPotential(load_model(args.model, device=args.device), dtype=dtype)
 
     with Progress(
-        TextColumn("relaxing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=args.quiet,
+        TextColumn("relaxing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.quiet,
     ) as bar:
         task = bar.add_task("relax", total=len(structures))
         results = relax_structures(
-            structures, potential, args.pressure, config,
+            structures,
+            potential,
+            args.pressure,
+            config,
             progress=lambda done, total: bar.update(task, completed=done),
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

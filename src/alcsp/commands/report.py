@@ -11,8 +11,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("directory", type=Path)
     p.add_argument("--out", type=Path, help="output folder (default DIR/report)")
     p.add_argument("--ehull", type=float, help="near-hull window, eV/atom (default: config)")
-    p.add_argument("--join", help="for 4+ elements: the pseudo-binary/ternary join to plot, "
-                   "e.g. BeO,P2O5,P3N5 (default: chosen from the stable phases)")
+    p.add_argument(
+        "--join",
+        help="for 4+ elements: the pseudo-binary/ternary join to plot, "
+        "e.g. BeO,P2O5,P3N5 (default: chosen from the stable phases)",
+    )
     p.set_defaults(func=run)
 
 
@@ -21,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from alcsp.report import write_report
 
     join = [x.strip() for x in args.join.split(",")] if args.join else None
-    path = write_report(args.directory, args.out, args.ehull, join=join,
-                        extra_sections=[cage_section])  # fmt: skip
+    path = write_report(
+        args.directory, args.out, args.ehull, join=join, extra_sections=[cage_section]
+    )
     print(f"wrote {path}")
     return 0

@@ -54,10 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="with DIR: a new config to continue under")
     p.add_argument("--quiet", action="store_true", help="print only the final hull")
     p.add_argument(
-        "--trust-config", action="store_true",
+        "--trust-config",
+        action="store_true",
         help="with DIR: run the commands of the stored config even though this user did "
         "not write them here (a campaign from another user or host, or a changed config)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=run)
 
 
@@ -117,11 +118,15 @@ def _owner_key() -> bytes:
                 tmp.unlink()
         key = path.read_text().strip()
     except OSError as exc:
-        raise ValueError(f"cannot read or create the owner key {path} ({exc}); set "
-                         "XDG_CONFIG_HOME to a folder of yours that is writable") from None
+        raise ValueError(
+            f"cannot read or create the owner key {path} ({exc}); set "
+            "XDG_CONFIG_HOME to a folder of yours that is writable"
+        ) from None
     if len(key) < 32:
-        raise ValueError(f"the owner key {path} is damaged; delete it (campaigns signed with "
-                         "it then need --trust-config once)")
+        raise ValueError(
+            f"the owner key {path} is damaged; delete it (campaigns signed with "
+            "it then need --trust-config once)"
+        )
     return key.encode()
 
 
@@ -145,8 +150,11 @@ def owner_record(config_text: str) -> dict[str, Any]:
     """The owner record of ``config_text`` written by this user on this machine now (the
     HMAC only when the config names commands: a key is needed only then)."""
     commands = config_commands(config_text)
-    return {**_me(), "commands_hmac": _signature(commands) if commands else "",
-            "signed": time.time()}
+    return {
+        **_me(),
+        "commands_hmac": _signature(commands) if commands else "",
+        "signed": time.time(),
+    }
 
 
 def sign_config(store) -> None:
@@ -216,15 +224,20 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as held:
         if target.is_dir():
             if not (target / DB_NAME).exists():
-                raise ValueError(f"{target} is a directory but holds no campaign "
-                                 f"({DB_NAME} missing)")
+                raise ValueError(
+                    f"{target} is a directory but holds no campaign ({DB_NAME} missing)"
+                )
             held.enter_context(DirectoryLock.acquire(target))  # before anything is written
             text = None
             if args.config is not None:
                 load_config(args.config)  # validate first
                 text = args.config.read_text()
-            campaign = Campaign.open(target, say=say, config_text=text,
-                                     base_dir=args.config.parent if args.config else ".")
+            campaign = Campaign.open(
+                target,
+                say=say,
+                config_text=text,
+                base_dir=args.config.parent if args.config else ".",
+            )
             held.callback(campaign.close)
             if text is not None:  # the user's own config now: theirs to run
                 sign_config(campaign.store)
@@ -257,8 +270,7 @@ def run(args: argparse.Namespace) -> int:
                 held.callback(campaign.close)
                 sign_config(campaign.store)
         else:
-            raise FileNotFoundError(f"{target} is neither a config file nor a campaign "
-                                    "directory")
+            raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
         say(f"campaign directory: {directory}")
         hull = campaign.run()
     if hull is None:

@@ -24,19 +24,31 @@ def summary(directory: Path) -> dict:
     run = holder(directory)
     with CampaignStore.open(directory, readonly=True) as store:
         iterations = [
-            {"iteration": it.index, "stage": it.stage, "finished": it.finished is not None,
-             "counts": it.counts, "timings": it.timings,
-             "stable": sorted((it.hull or {}).get("stable", {}))}
+            {
+                "iteration": it.index,
+                "stage": it.stage,
+                "finished": it.finished is not None,
+                "counts": it.counts,
+                "timings": it.timings,
+                "stable": sorted((it.hull or {}).get("stable", {})),
+            }
             for it in store.iterations()
-        ]  # fmt: skip
+        ]
         n_ok = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 1").fetchone()[0]
         n_fail = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 0").fetchone()[0]
         final = store.meta("final_hull")
         relaxations = [
-            {"stage": r.stage, "parent_id": r.parent_id, "structure_id": r.structure_id,
-             "status": r.status, "steps": r.steps, "calls": r.calls, "reason": r.reason}
+            {
+                "stage": r.stage,
+                "parent_id": r.parent_id,
+                "structure_id": r.structure_id,
+                "status": r.status,
+                "steps": r.steps,
+                "calls": r.calls,
+                "reason": r.reason,
+            }
             for r in store.oracle_relaxations()
-        ]  # fmt: skip
+        ]
         return {
             "directory": str(directory),
             "running": None if run is None else dataclasses.asdict(run),
@@ -83,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
     if who is None:
         print("  not running")
     else:
-        print(f"  running (pid {who['pid']} on {who['host']})" if who["pid"]
-              else "  running (starting)")
+        print(
+            f"  running (pid {who['pid']} on {who['host']})"
+            if who["pid"]
+            else "  running (starting)"
+        )
     print(
         f"  structures {s['structures']}, ACNN relaxations {s['relaxations']}, "
         f"oracle labels {s['labels']} (+{s['label_failures']} failed), models {s['models']}"
@@ -105,16 +120,19 @@ def run(args: argparse.Namespace) -> int:
             f"{err}; stable: {', '.join(it['stable']) or '-'}"
         )
     calls = s["oracle_calls"]
-    print(f"  oracle calls {sum(calls.values())}: "
-          + ", ".join(f"{k} {v}" for k, v in calls.items()))
+    print(
+        f"  oracle calls {sum(calls.values())}: " + ", ".join(f"{k} {v}" for k, v in calls.items())
+    )
     for stage in ("references", "final"):
         rows = [r for r in s["oracle_relaxations"] if r["stage"] == stage]
         if rows:
             marks = {}
             for r in rows:
                 marks[r["status"]] = marks.get(r["status"], 0) + 1
-            print(f"  oracle relaxations ({stage}): "
-                  + ", ".join(f"{v} {k}" for k, v in sorted(marks.items())))
+            print(
+                f"  oracle relaxations ({stage}): "
+                + ", ".join(f"{v} {k}" for k, v in sorted(marks.items()))
+            )
     if s["stop_reason"]:
         print(f"  search stopped: {s['stop_reason']}")
     if s["final_hull"]:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         read_labelled,
         save_model,
         train,
-    )  # fmt: skip
+    )
 
     console = Console(stderr=True)
     model_cfg, train_cfg = _read_config(args.config)
@@ -95,10 +95,14 @@ def run(args: argparse.Namespace) -> int:
 
     console.print(f"training on {len(data)} structures from {args.data} for {tcfg.steps} steps")
     with Progress(
-        TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn(),
-        console=console, disable=args.quiet,
-    ) as bar:  # fmt: skip
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4g}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=args.quiet,
+    ) as bar:
         task = bar.add_task("train", total=tcfg.steps, loss=float("nan"))
 
         def progress(step, steps, loss, val):

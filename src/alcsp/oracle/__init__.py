@@ -28,8 +28,23 @@ from alcsp.oracle.base import (
 from alcsp.oracle.factory import ORACLES, OracleConfig, make_oracle
 
 __all__ = [
-    "ASEOracle", "CalculatorSpec", "ContractTolerances", "FailureKind", "JobInfo", "Label",
-    "LabelFailure", "LabelResult", "MissingBinary", "ORACLES", "Oracle", "OracleConfig",
-    "OracleContractError", "SCFNotConverged", "check_failure", "check_oracle",
-    "kpts_from_spacing", "make_oracle", "structure_key",
+    "ASEOracle",
+    "CalculatorSpec",
+    "ContractTolerances",
+    "FailureKind",
+    "JobInfo",
+    "Label",
+    "LabelFailure",
+    "LabelResult",
+    "MissingBinary",
+    "ORACLES",
+    "Oracle",
+    "OracleConfig",
+    "OracleContractError",
+    "SCFNotConverged",
+    "check_failure",
+    "check_oracle",
+    "kpts_from_spacing",
+    "make_oracle",
+    "structure_key",
 ]

@@ -199,8 +199,13 @@ def run_attempt(spec: CalculatorSpec, atoms: Atoms, params: Any, job: JobInfo) -
     try:
         got = spec.compute(atoms, params, job)
         out = atoms.copy()
-        out.calc = SinglePointCalculator(out, energy=got.energy_zero, free_energy=got.energy,
-                                         forces=got.forces, stress=got.stress)
+        out.calc = SinglePointCalculator(
+            out,
+            energy=got.energy_zero,
+            free_energy=got.energy,
+            forces=got.forces,
+            stress=got.stress,
+        )
         write(job.directory / "output.extxyz", out)
         rec = {
             "ok": True,
@@ -294,11 +299,18 @@ class ASEOracle:
             return result
         total = 0.0
         for attempt, params in enumerate(self.attempt_params, start=1):
-            job = JobInfo(key=key, attempt=attempt, directory=jobdir / f"attempt-{attempt}",
-                          isolated=self.isolate)
+            job = JobInfo(
+                key=key,
+                attempt=attempt,
+                directory=jobdir / f"attempt-{attempt}",
+                isolated=self.isolate,
+            )
             job.directory.mkdir(parents=True, exist_ok=True)
-            rec = self._run_isolated(atoms, params, job) if self.isolate else (
-                self._run_inline(atoms, params, job))
+            rec = (
+                self._run_isolated(atoms, params, job)
+                if self.isolate
+                else (self._run_inline(atoms, params, job))
+            )
             total += rec["wall_time"]
             result = self._to_result(rec, attempt, total, len(atoms))
             if result.ok or result.kind not in self.retry_on:
@@ -395,12 +407,20 @@ class ASEOracle:
     # -- outcomes on disk -------------------------------------------------------------
 
     def _write_outcome(self, path: Path, digest: str, result: LabelResult) -> None:
-        rec: dict[str, Any] = {"input": digest, "oracle": self.name, "ok": result.ok,
-                               "wall_time": result.wall_time, "attempts": result.attempts}
+        rec: dict[str, Any] = {
+            "input": digest,
+            "oracle": self.name,
+            "ok": result.ok,
+            "wall_time": result.wall_time,
+            "attempts": result.attempts,
+        }
         if isinstance(result, Label):
-            rec |= {"energy": result.energy, "energy_zero": result.energy_zero,
-                    "forces": result.forces.tolist(),
-                    "stress": result.stress.tolist()}
+            rec |= {
+                "energy": result.energy,
+                "energy_zero": result.energy_zero,
+                "forces": result.forces.tolist(),
+                "stress": result.stress.tolist(),
+            }
         else:
             rec |= {"kind": result.kind.value, "reason": result.reason}
         _write_json_atomic(path, rec)
@@ -415,9 +435,11 @@ class ASEOracle:
         return self._to_result(rec, rec["attempts"], rec["wall_time"], n_atoms)
 
     def __repr__(self) -> str:
-        return (f"ASEOracle({self.name}, workdir={str(self.workdir)!r}, "
-                f"timeout_s={self.timeout_s}, attempts={len(self.attempt_params)}, "
-                f"isolate={self.isolate})")
+        return (
+            f"ASEOracle({self.name}, workdir={str(self.workdir)!r}, "
+            f"timeout_s={self.timeout_s}, attempts={len(self.attempt_params)}, "
+            f"isolate={self.isolate})"
+        )
 
 
 def _optional_float(x: Any) -> float | None:

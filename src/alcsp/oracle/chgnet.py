@@ -31,8 +31,7 @@ class CHGNetSpec(CalculatorSpec):
             import chgnet  # noqa: F401
         except ImportError as exc:
             raise MissingBinary(
-                f"chgnet is not installed ({exc}); pip install -c constraints.txt "
-                "'alcsp[teacher]'"
+                f"chgnet is not installed ({exc}); pip install -c constraints.txt 'alcsp[teacher]'"
             ) from exc
 
     def make_calculator(self, atoms: Atoms, params: CHGNetParams, job: JobInfo) -> Calculator:

@@ -43,12 +43,12 @@ class EspressoParams:
         if not self.pseudo_dir:
             raise ValueError(
                 "espresso needs pseudo_dir: the directory with your .UPF files "
-                "(e.g. pseudo_dir = \"/opt/sssp\")"
+                '(e.g. pseudo_dir = "/opt/sssp")'
             )
         if not self.pseudopotentials:
             raise ValueError(
                 "espresso needs pseudopotentials: a table element -> UPF file name, "
-                "e.g. pseudopotentials = { Mg = \"Mg.upf\", H = \"H.upf\" }"
+                'e.g. pseudopotentials = { Mg = "Mg.upf", H = "H.upf" }'
             )
         if not self.ecutwfc > 0:
             raise ValueError(f"espresso ecutwfc must be > 0 Ry, got {self.ecutwfc}")
@@ -77,18 +77,24 @@ class EspressoSpec(CalculatorSpec):
         species = set(atoms.get_chemical_symbols())
         absent = sorted(species - set(params.pseudopotentials))
         if absent:
-            raise ValueError(f"no pseudopotential given for {absent}; add them to "
-                             "[oracle.parameters] pseudopotentials")
+            raise ValueError(
+                f"no pseudopotential given for {absent}; add them to "
+                "[oracle.parameters] pseudopotentials"
+            )
         input_data = {
-            "control": {"calculation": "scf", "tprnfor": True, "tstress": True,
-                        "disk_io": "low"},
-            "system": {"ecutwfc": params.ecutwfc,
-                       "ecutrho": params.ecutrho or 4 * params.ecutwfc,
-                       "occupations": "smearing", "smearing": params.smearing,
-                       "degauss": params.degauss},
-            "electrons": {"mixing_beta": params.mixing_beta,
-                          "electron_maxstep": params.electron_maxstep,
-                          "conv_thr": params.conv_thr * len(atoms)},
+            "control": {"calculation": "scf", "tprnfor": True, "tstress": True, "disk_io": "low"},
+            "system": {
+                "ecutwfc": params.ecutwfc,
+                "ecutrho": params.ecutrho or 4 * params.ecutwfc,
+                "occupations": "smearing",
+                "smearing": params.smearing,
+                "degauss": params.degauss,
+            },
+            "electrons": {
+                "mixing_beta": params.mixing_beta,
+                "electron_maxstep": params.electron_maxstep,
+                "conv_thr": params.conv_thr * len(atoms),
+            },
         }
         return Espresso(
             profile=EspressoProfile(command=params.command, pseudo_dir=params.pseudo_dir),

@@ -44,8 +44,9 @@ def draw_faults(
     if bad:
         raise ValueError(f"unknown fault modes {bad}; known: {sorted(FAULT_MODES)}")
     hit = rng.random(len(keys)) < p_fail
-    return {k: str(modes[int(rng.integers(len(modes)))]) for k, h in zip(keys, hit,
-                                                                          strict=True) if h}
+    return {
+        k: str(modes[int(rng.integers(len(modes)))]) for k, h in zip(keys, hit, strict=True) if h
+    }
 
 
 @dataclass

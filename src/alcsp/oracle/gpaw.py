@@ -59,7 +59,7 @@ class GPAWParams:
         ok_int = isinstance(self.nbands, int) and not isinstance(self.nbands, bool)
         if not (ok_str or ok_int):
             raise ValueError(
-                f"gpaw nbands must be \"auto\", an integer or a percentage such as \"130%\", "
+                f'gpaw nbands must be "auto", an integer or a percentage such as "130%", '
                 f"got {self.nbands!r}"
             )
 
@@ -95,7 +95,7 @@ def sphere_radii(symbols: set[str], xc: str = "PBE") -> dict[str, float]:
 
 
 def sphere_overlaps(atoms: Atoms, xc: str = "PBE") -> str:
-    """"" when no two PAW spheres overlap; otherwise a sentence naming the closest
+    """ "" when no two PAW spheres overlap; otherwise a sentence naming the closest
     offending pair. Overlapping spheres make PAW's frozen-core, non-overlapping-sphere
     assumption wrong: at high pressure (Ca-Ca 2.245 Å at 300 GPa against 2 × 1.175 Å)
     the energy error grows with the overlap."""
@@ -112,9 +112,11 @@ def sphere_overlaps(atoms: Atoms, xc: str = "PBE") -> str:
     if worst is None:
         return ""
     a, b, r, limit = worst
-    return (f"PAW spheres overlap: {a}-{b} at {r:.3f} Å < {limit:.3f} Å (sum of the setups' "
-            "radii); results at this density carry a setup error: check against harder "
-            "setups or a code with smaller cores")
+    return (
+        f"PAW spheres overlap: {a}-{b} at {r:.3f} Å < {limit:.3f} Å (sum of the setups' "
+        "radii); results at this density carry a setup error: check against harder "
+        "setups or a code with smaller cores"
+    )
 
 
 class GPAWSpec(CalculatorSpec):

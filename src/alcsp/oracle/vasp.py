@@ -44,8 +44,12 @@ class VaspParams:
     prec: str = "Accurate"
 
     def resolved_command(self) -> str:
-        return (self.command or os.environ.get("ASE_VASP_COMMAND")
-                or os.environ.get("VASP_COMMAND") or "vasp_std")
+        return (
+            self.command
+            or os.environ.get("ASE_VASP_COMMAND")
+            or os.environ.get("VASP_COMMAND")
+            or "vasp_std"
+        )
 
     def resolved_pp_path(self) -> str:
         return self.pp_path or os.environ.get("VASP_PP_PATH", "")
@@ -66,7 +70,7 @@ class VaspSpec(CalculatorSpec):
             raise MissingBinary(
                 f"{', '.join(missing)} not found on PATH (command {cmd!r}); set "
                 "[oracle.parameters] command to your VASP launch line (e.g. "
-                "\"mpirun -np 16 /opt/vasp/bin/vasp_std\") or export ASE_VASP_COMMAND"
+                '"mpirun -np 16 /opt/vasp/bin/vasp_std") or export ASE_VASP_COMMAND'
             )
         if not params.resolved_pp_path():
             raise MissingBinary(
@@ -82,11 +86,23 @@ class VaspSpec(CalculatorSpec):
         from ase.calculators.vasp import Vasp
 
         kw: dict[str, Any] = dict(
-            command=params.resolved_command(), directory=str(job.directory), xc=params.xc,
-            encut=params.encut, kpts=kpts_from_spacing(atoms, params.kspacing), gamma=True,
-            ismear=params.ismear, sigma=params.sigma, ediff=params.ediff, nelm=params.nelm,
-            algo=params.algo, prec=params.prec, isif=2, ibrion=-1, nsw=0,
-            lwave=False, lcharg=False,
+            command=params.resolved_command(),
+            directory=str(job.directory),
+            xc=params.xc,
+            encut=params.encut,
+            kpts=kpts_from_spacing(atoms, params.kspacing),
+            gamma=True,
+            ismear=params.ismear,
+            sigma=params.sigma,
+            ediff=params.ediff,
+            nelm=params.nelm,
+            algo=params.algo,
+            prec=params.prec,
+            isif=2,
+            ibrion=-1,
+            nsw=0,
+            lwave=False,
+            lcharg=False,
         )
         if params.setups:
             kw["setups"] = dict(params.setups)

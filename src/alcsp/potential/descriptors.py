@@ -115,19 +115,28 @@ _SQPI = math.sqrt(math.pi)
 _YLM_NORM = [
     0.5 / _SQPI,
     *[math.sqrt(3 / (4 * math.pi))] * 3,
-    0.5 * math.sqrt(15 / math.pi), 0.5 * math.sqrt(15 / math.pi),
-    0.25 * math.sqrt(5 / math.pi), 0.5 * math.sqrt(15 / math.pi),
+    0.5 * math.sqrt(15 / math.pi),
+    0.5 * math.sqrt(15 / math.pi),
+    0.25 * math.sqrt(5 / math.pi),
+    0.5 * math.sqrt(15 / math.pi),
     0.25 * math.sqrt(15 / math.pi),
-    0.25 * math.sqrt(35 / (2 * math.pi)), 0.5 * math.sqrt(105 / math.pi),
-    0.25 * math.sqrt(21 / (2 * math.pi)), 0.25 * math.sqrt(7 / math.pi),
-    0.25 * math.sqrt(21 / (2 * math.pi)), 0.25 * math.sqrt(105 / math.pi),
     0.25 * math.sqrt(35 / (2 * math.pi)),
-    0.75 * math.sqrt(35 / math.pi), 0.75 * math.sqrt(35 / (2 * math.pi)),
-    0.75 * math.sqrt(5 / math.pi), 0.75 * math.sqrt(5 / (2 * math.pi)),
-    3 / 16 / _SQPI, 0.75 * math.sqrt(5 / (2 * math.pi)),
-    3 / 8 * math.sqrt(5 / math.pi), 0.75 * math.sqrt(35 / (2 * math.pi)),
+    0.5 * math.sqrt(105 / math.pi),
+    0.25 * math.sqrt(21 / (2 * math.pi)),
+    0.25 * math.sqrt(7 / math.pi),
+    0.25 * math.sqrt(21 / (2 * math.pi)),
+    0.25 * math.sqrt(105 / math.pi),
+    0.25 * math.sqrt(35 / (2 * math.pi)),
+    0.75 * math.sqrt(35 / math.pi),
+    0.75 * math.sqrt(35 / (2 * math.pi)),
+    0.75 * math.sqrt(5 / math.pi),
+    0.75 * math.sqrt(5 / (2 * math.pi)),
+    3 / 16 / _SQPI,
+    0.75 * math.sqrt(5 / (2 * math.pi)),
+    3 / 8 * math.sqrt(5 / math.pi),
+    0.75 * math.sqrt(35 / (2 * math.pi)),
     3 / 16 * math.sqrt(35 / math.pi),
-]  # fmt: skip
+]
 
 
 def spherical_harmonics(u: torch.Tensor, l_max: int) -> torch.Tensor:
@@ -146,16 +155,26 @@ def spherical_harmonics(u: torch.Tensor, l_max: int) -> torch.Tensor:
         out += [x * y, y * z, 3 * z2 - 1, x * z, x2 - y2]
     if l_max >= 3:
         out += [
-            y * (3 * x2 - y2), x * y * z, y * (5 * z2 - 1), z * (5 * z2 - 3),
-            x * (5 * z2 - 1), z * (x2 - y2), x * (x2 - 3 * y2),
-        ]  # fmt: skip
+            y * (3 * x2 - y2),
+            x * y * z,
+            y * (5 * z2 - 1),
+            z * (5 * z2 - 3),
+            x * (5 * z2 - 1),
+            z * (x2 - y2),
+            x * (x2 - 3 * y2),
+        ]
     if l_max >= 4:
         out += [
-            x * y * (x2 - y2), y * z * (3 * x2 - y2), x * y * (7 * z2 - 1),
-            y * z * (7 * z2 - 3), 35 * z2 * z2 - 30 * z2 + 3, x * z * (7 * z2 - 3),
-            (x2 - y2) * (7 * z2 - 1), x * z * (x2 - 3 * y2),
+            x * y * (x2 - y2),
+            y * z * (3 * x2 - y2),
+            x * y * (7 * z2 - 1),
+            y * z * (7 * z2 - 3),
+            35 * z2 * z2 - 30 * z2 + 3,
+            x * z * (7 * z2 - 3),
+            (x2 - y2) * (7 * z2 - 1),
+            x * z * (x2 - 3 * y2),
             x2 * (x2 - 3 * y2) - y2 * (3 * x2 - y2),
-        ]  # fmt: skip
+        ]
     ylm = torch.stack(out, dim=1)  # [E, L]
     norm = torch.tensor(_YLM_NORM[: ylm.shape[1]], dtype=u.dtype, device=u.device)
     return ylm * norm
@@ -260,9 +279,16 @@ class Descriptor(nn.Module):
             from alcsp.potential import fused as _fused
 
             sums_r, sums_a = _fused.neighbour_sums(
-                vec_r, vec_a, graph.radial.species, graph.angular.species, t,
-                self.basis_radial, self.basis_angular, self.cutoff_radial, self.cutoff_angular,
-            )  # fmt: skip
+                vec_r,
+                vec_a,
+                graph.radial.species,
+                graph.angular.species,
+                t,
+                self.basis_radial,
+                self.basis_angular,
+                self.cutoff_radial,
+                self.cutoff_angular,
+            )
         else:
             sums_r, sums_a = self.neighbour_sums(vec_r, vec_a, graph)
         # Two-body: mix the per-neighbour-species sums per centre species.

@@ -88,8 +88,7 @@ def library() -> ctypes.CDLL:
     lib.acnn_count_slots.argtypes = lists + geometry + [ctypes.c_void_p] * 2
     for suffix in ("f32", "f64"):
         getattr(lib, f"acnn_fill_slots_{suffix}").argtypes = (
-            lists + geometry + [ctypes.c_int64] * 2 + [ctypes.c_double] * 2
-            + [ctypes.c_void_p] * 11
+            lists + geometry + [ctypes.c_int64] * 2 + [ctypes.c_double] * 2 + [ctypes.c_void_p] * 11
         )
     return lib
 

@@ -125,21 +125,43 @@ def _slots_fused(
         for name in ("i", "j", "shift")
     ]  # no copies for vesin's lists; referenced until the kernels return
     lists = [(ctypes.c_void_p * n_s)(*[a.ctypes.data for a in arrays]) for arrays in keep]
-    common = [n_s, ptr.ctypes.data, n_pairs.ctypes.data, *lists, positions.ctypes.data,
-              cells.ctypes.data, float(cutoffs[0]), float(cutoffs[1])]  # fmt: skip
+    common = [
+        n_s,
+        ptr.ctypes.data,
+        n_pairs.ctypes.data,
+        *lists,
+        positions.ctypes.data,
+        cells.ctypes.data,
+        float(cutoffs[0]),
+        float(cutoffs[1]),
+    ]
     counts = np.empty((2, n_atoms), dtype=np.int64)
     lib.acnn_count_slots(*common, counts[0].ctypes.data, counts[1].ctypes.data)
     widths = [max(int(c.max()) if n_atoms else 0, 1) for c in counts]
     out = []
     for width in widths:
         size = n_atoms * width
-        out.append((np.empty(size, dtype=np.int64), np.empty((size, 3), dtype=dtype),
-                    np.empty((size, 3), dtype=dtype), np.empty(size, dtype=np.int64),
-                    np.empty(size, dtype=bool), width))  # fmt: skip
+        out.append(
+            (
+                np.empty(size, dtype=np.int64),
+                np.empty((size, 3), dtype=dtype),
+                np.empty((size, 3), dtype=dtype),
+                np.empty(size, dtype=np.int64),
+                np.empty(size, dtype=bool),
+                width,
+            )
+        )
     fill = getattr(lib, "acnn_fill_slots_" + ("f32" if dtype == np.float32 else "f64"))
-    fill(*common, widths[0], widths[1], 1.5 * cutoffs[0], 1.5 * cutoffs[1],
-         species.ctypes.data, *(a.ctypes.data for a in out[0][:5]),
-         *(a.ctypes.data for a in out[1][:5]))  # fmt: skip
+    fill(
+        *common,
+        widths[0],
+        widths[1],
+        1.5 * cutoffs[0],
+        1.5 * cutoffs[1],
+        species.ctypes.data,
+        *(a.ctypes.data for a in out[0][:5]),
+        *(a.ctypes.data for a in out[1][:5]),
+    )
     return out[0], out[1]
 
 

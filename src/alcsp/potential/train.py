@@ -148,9 +148,11 @@ def _collate(model: ACNN, samples: list[_Sample], dtype, device):
     forces = torch.as_tensor(np.concatenate([s.labels.forces for s in samples]), **t)  # [N, 3]
     has_stress = torch.tensor([s.labels.stress is not None for s in samples], device=device)
     stress = torch.as_tensor(
-        np.stack([s.labels.stress if s.labels.stress is not None else np.zeros((3, 3))
-                  for s in samples]), **t,
-    )  # [S, 3, 3]  # fmt: skip
+        np.stack(
+            [s.labels.stress if s.labels.stress is not None else np.zeros((3, 3)) for s in samples]
+        ),
+        **t,
+    )  # [S, 3, 3]
     return batch, graph, energy, forces, stress, has_stress
 
 
@@ -218,8 +220,11 @@ def prior_labels(
             vec_a = slot_vectors(moved, graph, graph.angular)  # [N, Q, 3]
             atomic = model.repulsion_energy(vec_a, graph)  # [N]
             # no pair inside the prior's range: its energy does not depend on the positions
-            grad = (torch.autograd.grad(atomic.sum(), positions, allow_unused=True)[0]
-                    if atomic.requires_grad else None)  # fmt: skip
+            grad = (
+                torch.autograd.grad(atomic.sum(), positions, allow_unused=True)[0]
+                if atomic.requires_grad
+                else None
+            )
         if grad is None:
             grad = torch.zeros_like(positions)
         atomic = atomic.detach()

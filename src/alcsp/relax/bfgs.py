@@ -76,8 +76,7 @@ def bfgs_init(
     if config.exp_cell_factor is None:
         cell_factor = n_atoms.to(STATE_DTYPE)  # ASE FrechetCellFilter default
     else:
-        cell_factor = torch.full((s,), float(config.exp_cell_factor), dtype=STATE_DTYPE,
-                                 device=dev)
+        cell_factor = torch.full((s,), float(config.exp_cell_factor), dtype=STATE_DTYPE, device=dev)
     pressure = torch.as_tensor(pressure, dtype=STATE_DTYPE, device=dev).reshape(-1)
     if pressure.shape[0] != s:
         raise ValueError(f"got {pressure.shape[0]} pressures for {s} structures")
@@ -87,8 +86,11 @@ def bfgs_init(
         row=row,
         ptr=b.ptr,
         n_atoms=n_atoms,
-        index=(torch.arange(s, device=dev) if index is None
-               else torch.as_tensor(index, dtype=torch.long, device=dev)),
+        index=(
+            torch.arange(s, device=dev)
+            if index is None
+            else torch.as_tensor(index, dtype=torch.long, device=dev)
+        ),
         ref_cell=b.cell.clone(),
         pressure=pressure,
         cell_factor=cell_factor,
@@ -137,10 +139,15 @@ def bfgs_step(
     pdtype = potential.dtype
     # ids = the caller's structure ids, stable while a structure stays in the batch, so a
     # potential can reuse per-structure work across steps (ACNNPotential: neighbour lists)
-    out = potential.compute(StructureBatch(
-        positions=positions.to(pdtype), cell=cell.to(pdtype), numbers=state.numbers,
-        ptr=state.ptr, ids=state.index,
-    ))
+    out = potential.compute(
+        StructureBatch(
+            positions=positions.to(pdtype),
+            cell=cell.to(pdtype),
+            numbers=state.numbers,
+            ptr=state.ptr,
+            ids=state.index,
+        )
+    )
     energy = out.energy.detach().to(dt)  # [S]
     forces = out.forces.detach().to(dt)  # [N, 3]
     stress = out.stress.detach().to(dt)  # [S, 3, 3]
@@ -173,7 +180,9 @@ def bfgs_step(
     rise = (enthalpy - state.h_prev) / n  # [S] eV/atom
     dh = torch.where(state.has_prev, rise.abs(), torch.full_like(rise, float("inf")))
     converged = (
-        finite & (fmax <= config.fmax) & (stress_res <= config.stress_tol_ev)
+        finite
+        & (fmax <= config.fmax)
+        & (stress_res <= config.stress_tol_ev)
         & (dh <= config.energy_tol)
     )
     code = cell_checks(cell, volume, state.start_volume, energy, state.n_atoms, config)
@@ -230,8 +239,17 @@ def bfgs_step(
         steps=state.steps + running.long(),
     )
     report = StepOutput(
-        code=code, energy=energy, enthalpy=enthalpy, energy_change=dh, fmax=fmax,
-        stress_residual=stress_res, volume=volume, steps=state.steps, positions=positions,
-        cell=cell, forces=forces, stress=stress,
+        code=code,
+        energy=energy,
+        enthalpy=enthalpy,
+        energy_change=dh,
+        fmax=fmax,
+        stress_residual=stress_res,
+        volume=volume,
+        steps=state.steps,
+        positions=positions,
+        cell=cell,
+        forces=forces,
+        stress=stress,
     )
     return new_state, report

@@ -56,13 +56,15 @@ def cell_checks(
 
     code = torch.where(
         (ratio > config.max_volume_ratio) | (ratio < 1.0 / config.max_volume_ratio),
-        int(Code.VOLUME_RATIO), code,
+        int(Code.VOLUME_RATIO),
+        code,
     )
     code = torch.where(cos.abs().amax(dim=1) > cos_max, int(Code.CELL_ANGLE), code)
     code = torch.where(
         (lengths.amin(dim=1) < config.min_cell_length)
         | (lengths.amax(dim=1) > config.max_cell_length),
-        int(Code.CELL_LENGTH), code,
+        int(Code.CELL_LENGTH),
+        code,
     )
     code = torch.where(vpa > config.max_volume_per_atom, int(Code.VOLUME_LARGE), code)
     code = torch.where(vpa < config.min_volume_per_atom, int(Code.VOLUME_SMALL), code)
@@ -116,9 +118,9 @@ def describe(code: int, values: dict[str, float], config: RelaxConfig) -> str:
             f"(< {config.min_distance_fraction})"
         )
     if c == Code.VOLUME_SMALL:
-        return (f"volume {values['vpa']:.3g} Å³/atom below {config.min_volume_per_atom} Å³/atom")
+        return f"volume {values['vpa']:.3g} Å³/atom below {config.min_volume_per_atom} Å³/atom"
     if c == Code.VOLUME_LARGE:
-        return (f"volume {values['vpa']:.3g} Å³/atom above {config.max_volume_per_atom} Å³/atom")
+        return f"volume {values['vpa']:.3g} Å³/atom above {config.max_volume_per_atom} Å³/atom"
     if c == Code.ENERGY_FLOOR:
         return f"energy {values['epa']:.4g} eV/atom below the floor {config.energy_floor} eV/atom"
     if c == Code.CELL_LENGTH:

@@ -129,8 +129,12 @@ class RelaxConfig:
     def __post_init__(self) -> None:
         def positive(name: str, hint: str) -> None:
             v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) \
-                    or v <= 0:
+            if (
+                not isinstance(v, int | float)
+                or isinstance(v, bool)
+                or not math.isfinite(v)
+                or v <= 0
+            ):
                 raise ValueError(f"RelaxConfig.{name} must be a positive number, got {v!r}; {hint}")
 
         positive("fmax", "the paper uses 1e-3 eV/Å per force component.")
@@ -145,8 +149,12 @@ class RelaxConfig:
         positive("max_volume_per_atom", "use e.g. 150 Å³/atom.")
         positive("min_cell_length", "use e.g. 0.7 Å.")
         positive("max_cell_length", "use e.g. 100 Å.")
-        for name in ("max_steps", "atoms_budget", "distance_check_interval",
-                     "close_contact_patience"):
+        for name in (
+            "max_steps",
+            "atoms_budget",
+            "distance_check_interval",
+            "close_contact_patience",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"RelaxConfig.{name} must be an integer >= 1, got {v!r}.")

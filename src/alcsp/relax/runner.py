@@ -36,7 +36,11 @@ _Frame = tuple[int, np.ndarray, np.ndarray]
 
 #: Keys written into ``RelaxResult.atoms.info``.
 INFO_KEYS = (
-    "relax_status", "relax_reason", "relax_steps", "enthalpy_per_atom", "pressure_gpa",
+    "relax_status",
+    "relax_reason",
+    "relax_steps",
+    "enthalpy_per_atom",
+    "pressure_gpa",
     "volume_per_atom",
 )
 
@@ -243,7 +247,7 @@ def _record_frames(
     index = state.index[slots].tolist()
     steps = rep.steps[slots].tolist()
     for j, (k, t) in enumerate(zip(index, steps, strict=True)):
-        frames.setdefault(k, []).append((t, pos[ptr[j]:ptr[j + 1]], cell[j]))
+        frames.setdefault(k, []).append((t, pos[ptr[j] : ptr[j + 1]], cell[j]))
 
 
 def _frame_atoms(kept: list[_Frame], numbers: np.ndarray) -> tuple[Atoms, ...]:
@@ -277,8 +281,15 @@ def _results(
     ptr = state.ptr.cpu().numpy()
     cols = {
         name: getattr(rep, name).cpu().numpy()
-        for name in ("energy", "enthalpy", "energy_change", "fmax", "stress_residual", "volume",
-                     "steps")
+        for name in (
+            "energy",
+            "enthalpy",
+            "energy_change",
+            "fmax",
+            "stress_residual",
+            "volume",
+            "steps",
+        )
     }
     codes = code.cpu().numpy()
     index = state.index.cpu().numpy()
@@ -312,18 +323,32 @@ def _results(
             atoms.info.update(atoms_in[k].info)
         enthalpy = float(cols["enthalpy"][s]) / n
         atoms.info.update(
-            relax_status=status, relax_reason=reason, relax_steps=int(cols["steps"][s]),
-            enthalpy_per_atom=enthalpy, pressure_gpa=float(p_gpa[k]),
+            relax_status=status,
+            relax_reason=reason,
+            relax_steps=int(cols["steps"][s]),
+            enthalpy_per_atom=enthalpy,
+            pressure_gpa=float(p_gpa[k]),
             volume_per_atom=values["vpa"],
         )
         atoms.calc = SinglePointCalculator(
-            atoms, energy=float(cols["energy"][s]), forces=frc[a:b].copy(),
+            atoms,
+            energy=float(cols["energy"][s]),
+            forces=frc[a:b].copy(),
             stress=full_3x3_to_voigt_6_stress(stress[s]),
         )
-        yield k, RelaxResult(
-            atoms=atoms, status=status, reason=reason, energy=float(cols["energy"][s]),
-            enthalpy=enthalpy, volume=values["vpa"], pressure=float(p_gpa[k]),
-            steps=int(cols["steps"][s]), fmax=values["fmax"],
-            stress_residual=values["stress_gpa"],
-            frames=_frame_atoms(frames.pop(k), num[a:b]) if frames is not None else (),
+        yield (
+            k,
+            RelaxResult(
+                atoms=atoms,
+                status=status,
+                reason=reason,
+                energy=float(cols["energy"][s]),
+                enthalpy=enthalpy,
+                volume=values["vpa"],
+                pressure=float(p_gpa[k]),
+                steps=int(cols["steps"][s]),
+                fmax=values["fmax"],
+                stress_residual=values["stress_gpa"],
+                frames=_frame_atoms(frames.pop(k), num[a:b]) if frames is not None else (),
+            ),
         )

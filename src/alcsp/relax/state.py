@@ -81,8 +81,11 @@ def pad_rows(state: BFGSState, n_rows: int) -> BFGSState:
     if n_rows < r:
         d = 3 * n_rows
         return replace(
-            state, x=state.x[:, :n_rows], x_prev=state.x_prev[:, :n_rows],
-            g_prev=state.g_prev[:, :n_rows], hinv=state.hinv[:, :d, :d].contiguous(),
+            state,
+            x=state.x[:, :n_rows],
+            x_prev=state.x_prev[:, :n_rows],
+            g_prev=state.g_prev[:, :n_rows],
+            hinv=state.hinv[:, :d, :d].contiguous(),
         )
     grow = n_rows - r
 
@@ -91,7 +94,10 @@ def pad_rows(state: BFGSState, n_rows: int) -> BFGSState:
 
     d = 3 * grow
     return replace(
-        state, x=rows(state.x), x_prev=rows(state.x_prev), g_prev=rows(state.g_prev),
+        state,
+        x=rows(state.x),
+        x_prev=rows(state.x_prev),
+        g_prev=rows(state.g_prev),
         hinv=torch.nn.functional.pad(state.hinv, (0, d, 0, d)),
     )
 
