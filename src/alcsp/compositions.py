@@ -50,6 +50,8 @@ from typing import Any
 
 from pymatgen.core import Composition, Element
 
+from alcsp.vocab import composition_key
+
 __all__ = [
     "CompositionRules",
     "CompositionSpace",
@@ -70,27 +72,6 @@ def _check_element(symbol: str, where: str) -> str:
             f"{where}: unknown element {symbol!r}; use a chemical symbol such as 'Mg'."
         )
     return symbol
-
-
-def composition_key(comp: Composition | str) -> str:
-    """The canonical key of a composition: its reduced formula, elements in pymatgen's
-    electronegativity order, counts of 1 omitted, no brackets (``'MgH2'``, ``'H'``, ``'BeP2O6'``).
-
-    Reduced by the gcd of the counts (pymatgen's own reduction keeps H2, O2, ... diatomic).
-    """
-    if isinstance(comp, str):
-        comp = Composition(comp)
-    # electronegativity order, ties by symbol (as pymatgen's Composition.formula)
-    toks = [
-        (el.symbol, float(n)) for el, n in sorted(comp.items(), key=lambda x: (x[0].X, x[0].symbol))
-    ]
-    counts = [int(round(n)) for _, n in toks]
-    if any(abs(c - n) > 1e-6 for c, (_, n) in zip(counts, toks, strict=True)):
-        raise ValueError(f"composition {comp} has non-integer amounts; use integer atom counts.")
-    g = reduce(math.gcd, counts)
-    return "".join(
-        el if c // g == 1 else f"{el}{c // g}" for (el, _), c in zip(toks, counts, strict=True)
-    )
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,6 @@ import shutil
 import time
 import traceback
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,7 @@ from alcsp.oracle.ase_oracle import (
 )
 from alcsp.oracle.base import Label
 from alcsp.units import GPA
+from alcsp.vocab import OracleRelaxStatus
 
 #: Folder under the oracle's working directory holding one folder per relaxation.
 RELAX_DIR = "final-relax"
@@ -81,14 +81,6 @@ STATE = "state.json"
 RESULT = "result.json"
 FAILURE = "failure.json"
 INPUT = "input.json"
-
-
-class OracleRelaxStatus(StrEnum):
-    """How a relaxation that ran to its end stopped (a failure is ``OracleRelaxFailure``)."""
-
-    CONVERGED = "converged"  # every filter force (atoms and cell) below fmax
-    MAX_STEPS = "max_steps"  # stopped at the step limit
-    TIME_LIMIT = "time_limit"  # stopped after the step that passed the wall-time limit
 
 
 @dataclass
@@ -141,8 +133,8 @@ class OracleRelaxFailure:
         return False
 
     @property
-    def status(self) -> str:
-        return "failed"
+    def status(self) -> OracleRelaxStatus:
+        return OracleRelaxStatus.FAILED
 
 
 @dataclass(frozen=True)

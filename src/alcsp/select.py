@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from alcsp.dedup import DedupConfig, Deduplicator
+from alcsp.vocab import RelaxStatus
 
 __all__ = [
     "RULES",
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 #: Relaxation outcomes a candidate can have.
-STATUSES = ("converged", "max_steps", "unphysical")
+STATUSES = tuple(RelaxStatus)
 #: Selection rules: the paper's, and hull plus committee uncertainty.
 RULES = ("paper", "committee")
 
@@ -70,7 +71,7 @@ class Candidate:
             raise ValueError(
                 f"candidate {self.id}: unknown status {self.status!r}; use one of {STATUSES}."
             )
-        if self.status == "converged" and not (
+        if self.status == RelaxStatus.CONVERGED and not (
             math.isfinite(self.enthalpy_per_atom) and math.isfinite(self.e_hull)
         ):
             raise ValueError(
@@ -196,7 +197,7 @@ def select_for_labelling(
         if c.id in seen_ids:
             raise ValueError(f"candidate id {c.id!r} appears twice; ids must be unique.")
         seen_ids.add(c.id)
-        if labelled is not None and c.fingerprint is None and c.status == "converged":
+        if labelled is not None and c.fingerprint is None and c.status == RelaxStatus.CONVERGED:
             raise ValueError(
                 f"candidate {c.id} has no fingerprint; it is needed to check it against the "
                 "labelled structures (or pass labelled=None)."
@@ -225,11 +226,11 @@ def select_for_labelling(
     # composition E_hull: its best converged structure among all candidates
     comp_e: dict[str, float] = {}
     for c in cands:
-        if c.status == "converged":
+        if c.status == RelaxStatus.CONVERGED:
             comp_e[c.composition] = min(comp_e.get(c.composition, math.inf), lcb(c.e_hull, c))
     by_comp: dict[str, list[Candidate]] = {}
     for c in eligible:
-        if c.status == "converged":
+        if c.status == RelaxStatus.CONVERGED:
             by_comp.setdefault(c.composition, []).append(c)
     ranked = sorted(by_comp, key=lambda k: (comp_e[k], k))[: config.c_max]
 
@@ -250,8 +251,8 @@ def select_for_labelling(
 
     failures = []
     for c in sorted(eligible, key=lambda c: c.id):
-        if (c.status == "max_steps" and config.include_unconverged) or (
-            c.status == "unphysical" and config.include_unphysical
+        if (c.status == RelaxStatus.MAX_STEPS and config.include_unconverged) or (
+            c.status == RelaxStatus.UNPHYSICAL and config.include_unphysical
         ):
             failures.append(c)
     return Selection(tuple(minima), tuple(failures), tuple(ranked), n_labelled, n_dup)

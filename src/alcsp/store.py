@@ -23,10 +23,8 @@ stress float64 [3, 3] eV/Å³ (ASE sign). Energies in eV, enthalpies eV/atom, pr
 from __future__ import annotations
 
 import errno
-import functools
 import glob
 import json
-import math
 import os
 import secrets
 import shutil
@@ -44,32 +42,15 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult
+from alcsp.vocab import OracleStage, Origin, RelaxStatus, composition_key
 
 DB_NAME = "campaign.sqlite"
 SCHEMA_VERSION = "2"  # 2: labels.energy_zero
-#: Where a structure came from.
-#: "reference": given to ``alcsp hull --reference`` style imports, never trained on;
-#: "reference_phase": a known phase of the campaign's ``[references]``, labelled and
-#: relaxed by the oracle before iteration 1 (iteration 0) and, as a start for the ACNN
-#: search, copied into each iteration n (iteration n); trained on like any label.
-#: "trust_frame": the first frame of an ACNN relaxation where the committee's force
-#: deviation crossed the trust level (labelled instead of the collapsed end geometry).
-#: "decoration": a decoration of a parent lattice (alcsp.decorations), a start of the ACNN
-#: search of its iteration.
-ORIGINS = (
-    "random",
-    "initial",
-    "relaxed",
-    "import",
-    "reference",
-    "oracle_relaxed",
-    "reference_phase",
-    "trust_frame",
-    "decoration",
-)
+#: Where a structure came from (``alcsp.vocab.Origin`` says what each means).
+ORIGINS = tuple(Origin)
 #: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
-ORACLE_RELAX_STAGES = ("references", "final")
-RELAX_STATUSES = ("converged", "max_steps", "unphysical")
+ORACLE_RELAX_STAGES = tuple(OracleStage)
+RELAX_STATUSES = tuple(RelaxStatus)
 _CHUNK = 900  # ids per "IN (...)" query, under SQLite's parameter limit
 
 _SCHEMA = """
@@ -295,28 +276,6 @@ class ModelRecord:
     path: str
     metrics: dict[str, Any]
     created: float
-
-
-@functools.cache
-def _electronegativity(symbol: str) -> float:
-    from pymatgen.core import Element
-
-    return float(Element(symbol).X)
-
-
-def composition_key(counts: Mapping[str, int | float]) -> str:
-    """Reduced composition key, the same as ``alcsp.compositions.composition_key``: elements
-    in pymatgen's electronegativity order, counts divided by their gcd, a count of 1 omitted
-    (``{"Mg": 2, "H": 4}`` → ``"MgH2"``). Written without building a pymatgen
-    ``Composition`` because the store computes it for every row it writes."""
-    items = {el: int(round(n)) for el, n in counts.items() if n}
-    if not items or any(el not in chemical_symbols[1:] for el in items):
-        raise ValueError(f"composition {dict(counts)} must name real elements with counts > 0")
-    g = 0
-    for n in items.values():
-        g = math.gcd(g, n)
-    order = sorted(items, key=lambda el: (_electronegativity(el), el))
-    return "".join(f"{el}{items[el] // g if items[el] // g != 1 else ''}" for el in order)
 
 
 def _formulas(numbers: np.ndarray) -> tuple[str, str]:
@@ -715,7 +674,7 @@ class CampaignStore:
         with self._tx() as c:
             sid = None
             if relaxed is not None:
-                rows = self._structure_rows([relaxed], "oracle_relaxed", -1, [parent_id])
+                rows = self._structure_rows([relaxed], Origin.ORACLE_RELAXED, -1, [parent_id])
                 (sid,) = self._insert_structures(c, rows)
                 if label is not None:
                     self._insert_labels(c, self._label_rows([(sid, label)], -1))
@@ -781,7 +740,7 @@ class CampaignStore:
         records: Sequence[RelaxationRecord],
         iteration: int,
         method: str = "acnn",
-        origin: str = "relaxed",
+        origin: str = Origin.RELAXED,
     ) -> list[int | None]:
         """Store relaxed geometries and their relaxation records in one transaction.
 
@@ -927,7 +886,7 @@ class CampaignStore:
         return int(ok), int(failed)
 
     def relaxed_volumes_per_atom(
-        self, method: str = "acnn", status: str = "converged"
+        self, method: str = "acnn", status: str = RelaxStatus.CONVERGED
     ) -> tuple[np.ndarray, np.ndarray]:
         """(composition keys [R], final volume per atom [R] Å³) of the relaxations by
         ``method`` with ``status`` (the generator's volume hints)."""
@@ -1289,7 +1248,7 @@ class CampaignStore:
                     energy_zero=float(res["energy"]),
                 )
             )
-        rows = self._structure_rows(frames, "import", iteration, None)
+        rows = self._structure_rows(frames, Origin.IMPORT, iteration, None)
         with self._tx() as c:  # structures and labels together, or nothing
             ids = self._insert_structures(c, rows)
             self._insert_labels(c, self._label_rows(list(zip(ids, labels, strict=True)), iteration))

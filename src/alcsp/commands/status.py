@@ -7,6 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from alcsp.vocab import OracleStage
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="summarise a campaign (safe while it runs)")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  oracle calls {sum(calls.values())}: " + ", ".join(f"{k} {v}" for k, v in calls.items())
     )
-    for stage in ("references", "final"):
+    for stage in OracleStage:
         rows = [r for r in s["oracle_relaxations"] if r["stage"] == stage]
         if rows:
             marks = {}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from alcsp.units import GPA
+from alcsp.vocab import RelaxStatus
 
 
 class Code(IntEnum):
@@ -28,19 +29,19 @@ class Code(IntEnum):
     VOLUME_RATIO = 10  # cell collapsed or exploded relative to the start
 
 
-#: The three statuses a relaxation can end with.
-STATUS_CONVERGED = "converged"
-STATUS_MAX_STEPS = "max_steps"
-STATUS_UNPHYSICAL = "unphysical"
+#: The three statuses a relaxation can end with (``alcsp.vocab.RelaxStatus``).
+STATUS_CONVERGED = RelaxStatus.CONVERGED
+STATUS_MAX_STEPS = RelaxStatus.MAX_STEPS
+STATUS_UNPHYSICAL = RelaxStatus.UNPHYSICAL
 
 
-def status_name(code: int) -> str:
+def status_name(code: int) -> RelaxStatus:
     if code == Code.CONVERGED:
-        return STATUS_CONVERGED
+        return RelaxStatus.CONVERGED
     if code == Code.MAX_STEPS:
-        return STATUS_MAX_STEPS
+        return RelaxStatus.MAX_STEPS
     if code >= Code.NON_FINITE:
-        return STATUS_UNPHYSICAL
+        return RelaxStatus.UNPHYSICAL
     raise ValueError(f"code {code} is not a final status")
 
 

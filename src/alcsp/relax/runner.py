@@ -30,6 +30,7 @@ from alcsp.relax.config import Code, RelaxConfig, status_name
 from alcsp.relax.state import BFGSState, concat, select
 from alcsp.structures import StructureBatch
 from alcsp.units import GPA
+from alcsp.vocab import RelaxStatus
 
 #: Frames kept while a structure relaxes: (step, positions [n, 3] Å, cell [3, 3] Å).
 _Frame = tuple[int, np.ndarray, np.ndarray]
@@ -73,7 +74,7 @@ class RelaxResult:
 
     @property
     def converged(self) -> bool:
-        return self.status == "converged"
+        return self.status == RelaxStatus.CONVERGED
 
 
 def _pressures(pressure: float | Sequence[float] | np.ndarray, n: int) -> np.ndarray:
