@@ -53,9 +53,9 @@ class ASEPotential:
             forces.append(atoms.get_forces())
             s = np.asarray(atoms.get_stress(voigt=True))
             stresses.append(voigt_6_to_full_3x3_stress(s))
-        t = dict(dtype=self.dtype, device=self.device)
+        dt, dev = self.dtype, self.device
         return PotentialOutput(
-            energy=torch.as_tensor(np.array(energies), **t),
-            forces=torch.as_tensor(np.concatenate(forces, axis=0), **t),
-            stress=torch.as_tensor(np.stack(stresses), **t),
+            energy=torch.as_tensor(np.array(energies), dtype=dt, device=dev),
+            forces=torch.as_tensor(np.concatenate(forces, axis=0), dtype=dt, device=dev),
+            stress=torch.as_tensor(np.stack(stresses), dtype=dt, device=dev),
         )

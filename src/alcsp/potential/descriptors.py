@@ -94,7 +94,7 @@ def _monomial_plan() -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]
         axis = next(c for c in range(3) if e[c] > 0)
         lower = list(e)
         lower[axis] -= 1
-        plan.append((exps.index(tuple(lower)), axis))
+        plan.append((exps.index((lower[0], lower[1], lower[2])), axis))
     return exps, plan
 
 
@@ -198,6 +198,8 @@ def monomial_to_ylm(l_max: int) -> torch.Tensor:
 
 class Descriptor(nn.Module):
     """Φ¹ [N, n_r] and Φ² [N, n_a·(l_max+1)] of every atom from its neighbour vectors."""
+
+    l_sum: torch.Tensor  # buffer (register_buffer in __init__)
 
     def __init__(
         self,

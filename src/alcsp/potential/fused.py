@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,8 +84,9 @@ def library() -> ctypes.CDLL:
         getattr(lib, f"acnn_forward_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 2
         getattr(lib, f"acnn_backward_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 4
         getattr(lib, f"acnn_jvp_{suffix}").argtypes = dims + ptrs + [ctypes.c_void_p] * 4
-    lists = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_void_p] * 3
-    geometry = [ctypes.c_void_p] * 2 + [ctypes.c_double] * 2
+    lists: list[type[ctypes._SimpleCData[Any]]] = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    lists += [ctypes.c_void_p] * 3
+    geometry: list[type[ctypes._SimpleCData[Any]]] = [ctypes.c_void_p] * 2 + [ctypes.c_double] * 2
     lib.acnn_count_slots.argtypes = lists + geometry + [ctypes.c_void_p] * 2
     for suffix in ("f32", "f64"):
         getattr(lib, f"acnn_fill_slots_{suffix}").argtypes = (

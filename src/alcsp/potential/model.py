@@ -181,6 +181,15 @@ class Attention(nn.Module):
 class ACNN(nn.Module):
     """The ACNN energy model: edge vectors of a batch -> atomic energies [N] in eV."""
 
+    # buffers (register_buffer in __init__)
+    phi1_mean: torch.Tensor
+    phi1_std: torch.Tensor
+    phi2_mean: torch.Tensor
+    phi2_std: torch.Tensor
+    energy_shift: torch.Tensor
+    energy_scale: torch.Tensor
+    species_lookup: torch.Tensor
+
     def __init__(self, config: ACNNConfig):
         super().__init__()
         self.config = config

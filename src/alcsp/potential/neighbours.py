@@ -21,6 +21,7 @@ import ctypes
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import vesin
 
@@ -70,6 +71,10 @@ class Graph:
     atom_structure: torch.Tensor  # [N] long
 
 
+# neighbour, shift, vector, species, used (flat [N * K] or [N * K, 3]) and the width K
+SlotArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]
+
+
 def _slots_numpy(
     centre: np.ndarray,
     neighbour: np.ndarray,
@@ -78,8 +83,8 @@ def _slots_numpy(
     cutoff: float,
     n_atoms: int,
     species: np.ndarray,
-    dtype: np.dtype,
-) -> tuple[np.ndarray, ...]:
+    dtype: npt.DTypeLike,
+) -> SlotArrays:
     """Edges [E] shorter than ``cutoff`` into [N, K] slots, in input order per centre (the
     reference for the fused ``acnn_fill_slots``)."""
     inside = np.einsum("ec,ec->e", vector, vector) < cutoff * cutoff
@@ -110,8 +115,8 @@ def _slots_fused(
     cells: np.ndarray,
     cutoffs: tuple[float, float],
     species: np.ndarray,
-    dtype: np.dtype,
-) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    dtype: npt.DTypeLike,
+) -> tuple[SlotArrays, SlotArrays]:
     """Radial and angular slots of a batch in two C++ passes (count, fill) over the
     per-structure lists, vectors recomputed from ``positions`` [N, 3] and ``cells`` [S, 3, 3]."""
     from alcsp.potential import fused
@@ -138,7 +143,7 @@ def _slots_fused(
     counts = np.empty((2, n_atoms), dtype=np.int64)
     lib.acnn_count_slots(*common, counts[0].ctypes.data, counts[1].ctypes.data)
     widths = [max(int(c.max()) if n_atoms else 0, 1) for c in counts]
-    out = []
+    out: list[SlotArrays] = []
     for width in widths:
         size = n_atoms * width
         out.append(
@@ -165,7 +170,7 @@ def _slots_fused(
     return out[0], out[1]
 
 
-def _to_slots(arrays: tuple[np.ndarray, ...], n_atoms: int, device: torch.device) -> Slots:
+def _to_slots(arrays: SlotArrays, n_atoms: int, device: torch.device) -> Slots:
     nb, sh, vec, sp, used, width = arrays
     shape = (n_atoms, width)
     return Slots(
@@ -217,9 +222,9 @@ def build_graph(
         shift = np.concatenate([p.shift for p in pairs]).reshape(-1, 3)
         cell_of_pair = np.repeat(cell, counts, axis=0)  # [E, 3, 3]
         vector = pos[neighbour] - pos[centre] + np.einsum("ea,eab->eb", shift, cell_of_pair)
-        kw = dict(n_atoms=n_atoms, species=sp, dtype=dtype)
-        radial = _slots_numpy(centre, neighbour, shift, vector, cutoff_radial, **kw)
-        angular = _slots_numpy(centre, neighbour, shift, vector, cutoff_angular, **kw)
+        rest = (n_atoms, sp, dtype)  # n_atoms, species, dtype
+        radial = _slots_numpy(centre, neighbour, shift, vector, cutoff_radial, *rest)
+        angular = _slots_numpy(centre, neighbour, shift, vector, cutoff_angular, *rest)
     return Graph(
         radial=_to_slots(radial, n_atoms, batch.device),
         angular=_to_slots(angular, n_atoms, batch.device),

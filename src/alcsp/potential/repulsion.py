@@ -114,9 +114,9 @@ class ZBLRepulsion(nn.Module):
 
     def __init__(self, species: tuple[str, ...], inner: float, outer: float):
         super().__init__()
-        f64 = dict(dtype=torch.float64)
-        z = torch.tensor([atomic_numbers[s] for s in species], **f64)  # [T]
-        radii = torch.tensor([covalent_radii[int(k)] for k in z], **f64)  # [T]
+        f64 = torch.float64
+        z = torch.tensor([atomic_numbers[s] for s in species], dtype=f64)  # [T]
+        radii = torch.tensor([covalent_radii[int(k)] for k in z], dtype=f64)  # [T]
         rsum = radii[:, None] + radii[None, :]  # [T, T]
         zpow = z**ZBL_EXPONENT  # [T]
         self.n_species = len(z)
@@ -130,7 +130,8 @@ class ZBLRepulsion(nn.Module):
             _WIDTH: self.r_out - self.r_in,  # Å
         }
         table = torch.stack([columns[k].flatten() for k in range(5)], dim=1)  # [T·T, 5]
-        c, d = torch.tensor(ZBL_COEFFICIENTS, **f64), torch.tensor(ZBL_DECAYS, **f64)  # [4]
+        c = torch.tensor(ZBL_COEFFICIENTS, dtype=f64)  # [4]
+        d = torch.tensor(ZBL_DECAYS, dtype=f64)  # [4]
         weights = torch.stack([c, -c * d], dim=1)  # [4, 2]
         # [T] Å², the largest r_out² of any pair with that centre species: the first cut
         centre_outer2 = self.r_out.amax(dim=1) ** 2

@@ -355,14 +355,14 @@ def train(
             )
         loss.backward()
         opt.step()
-        loss = float(loss.detach())
+        loss_value = float(loss.detach())
         sched.step()
         val = None
         if valid_set and (step % config.eval_every == 0 or step == config.steps):
             val = evaluate(net, valid_set, backend=config.backend)
-            history.append({"step": step, "loss": loss, **asdict(val)})
+            history.append({"step": step, "loss": loss_value, **asdict(val)})
         if progress is not None and (step % 10 == 0 or val is not None or step == config.steps):
-            progress(step, config.steps, loss, val)
+            progress(step, config.steps, loss_value, val)
     net.eval()
     report = TrainReport(
         train=evaluate(net, train_set, backend=config.backend),
