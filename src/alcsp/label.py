@@ -62,7 +62,9 @@ def label_structures(
     fn = functools.partial(_label_one, oracle)
     for res in executor.map_unordered(fn, list(zip(todo, atoms, strict=True))):
         sid = todo[res.index]
+        result: LabelResult
         if res.ok:
+            assert res.value is not None  # _label_one always returns a LabelResult
             result = res.value
         else:
             kind = (

@@ -504,6 +504,7 @@ def _relax(
                     info.directory.mkdir(parents=True, exist_ok=True)
                     job.spec.preflight(job.params)
                     calc = job.spec.make_calculator(start.copy(), job.params, info)
+                assert info is not None  # set together with calc
                 calls += 1  # saved before the evaluation: a kill during it still counts
                 _write_json(
                     directory / STATE, {"digest": digest, "calls": calls, "wall_time": wall()}

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator
 
 from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult, validate_label
 
@@ -76,7 +76,8 @@ def kpts_from_spacing(atoms: Atoms, spacing: float) -> tuple[int, int, int]:
         raise ValueError(f"k-point spacing must be > 0 (in 2π/Å), got {spacing}")
     rec = atoms.cell.reciprocal()  # [3, 3] rows b_i / 2π, Å⁻¹
     lengths = np.linalg.norm(rec, axis=1)
-    return tuple(max(1, math.ceil(float(b) / spacing - 1e-9)) for b in lengths)
+    n1, n2, n3 = (max(1, math.ceil(float(b) / spacing - 1e-9)) for b in lengths)
+    return n1, n2, n3
 
 
 class CalculatorSpec:
@@ -95,10 +96,10 @@ class CalculatorSpec:
     def preflight(self, params: Any) -> None:
         """Raise ``MissingBinary`` (with the fix) when the code cannot run here."""
 
-    def make_calculator(self, atoms: Atoms, params: Any, job: JobInfo) -> Calculator:
+    def make_calculator(self, atoms: Atoms, params: Any, job: JobInfo) -> BaseCalculator:
         raise NotImplementedError
 
-    def check_converged(self, calc: Calculator, job: JobInfo) -> None:
+    def check_converged(self, calc: BaseCalculator, job: JobInfo) -> None:
         """Raise ``SCFNotConverged`` when the code finished unconverged without raising."""
 
     def classify(self, exc: BaseException, job: JobInfo) -> FailureKind:
@@ -146,7 +147,7 @@ class Computed:
     stress: np.ndarray
 
 
-def energies_of(calc: Calculator) -> tuple[float, float]:
+def energies_of(calc: BaseCalculator) -> tuple[float, float]:
     """(F, E0) from a calculator that has run: ASE's ``free_energy`` (force-consistent) and
     ``energy`` (extrapolated to zero smearing). A code that reports one of them gives both
     the same value."""

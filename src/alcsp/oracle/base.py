@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from ase import Atoms
@@ -57,7 +57,7 @@ class Label:
     energy_zero: float | None = None  # eV, zero-smearing energy E0; None = same as energy
 
     @property
-    def ok(self) -> bool:
+    def ok(self) -> Literal[True]:  # Literal: ``if result.ok`` narrows a LabelResult
         return True
 
     @property
@@ -77,7 +77,7 @@ class LabelFailure:
     attempts: int = 1
 
     @property
-    def ok(self) -> bool:
+    def ok(self) -> Literal[False]:
         return False
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator
 
 from alcsp.oracle._binary import missing_executables
 from alcsp.oracle.ase_oracle import (
@@ -71,7 +71,7 @@ class EspressoSpec(CalculatorSpec):
                 "[oracle.parameters] command to the full path of pw.x"
             )
 
-    def make_calculator(self, atoms: Atoms, params: EspressoParams, job: JobInfo) -> Calculator:
+    def make_calculator(self, atoms: Atoms, params: EspressoParams, job: JobInfo) -> BaseCalculator:
         from ase.calculators.espresso import Espresso, EspressoProfile
 
         species = set(atoms.get_chemical_symbols())
@@ -104,7 +104,7 @@ class EspressoSpec(CalculatorSpec):
             directory=str(job.directory),
         )
 
-    def check_converged(self, calc: Calculator, job: JobInfo) -> None:
+    def check_converged(self, calc: BaseCalculator, job: JobInfo) -> None:
         out = job.directory / "espresso.pwo"
         if out.exists() and "convergence NOT achieved" in out.read_text(errors="replace"):
             raise SCFNotConverged(f"pw.x did not converge the SCF (see {out})")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator
 
 from alcsp.oracle.ase_oracle import CalculatorSpec, Computed, JobInfo, SCFNotConverged
 
@@ -61,7 +61,7 @@ class FaultInjectingSpec(CalculatorSpec):
         self.name = f"{self.inner.name}+faults"  # type: ignore[misc]
         self.Params = self.inner.Params  # type: ignore[misc]
 
-    def make_calculator(self, atoms: Atoms, params: Any, job: JobInfo) -> Calculator:
+    def make_calculator(self, atoms: Atoms, params: Any, job: JobInfo) -> BaseCalculator:
         return self.inner.make_calculator(atoms, params, job)
 
     def compute(self, atoms: Atoms, params: Any, job: JobInfo) -> Computed:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator
 
 from alcsp.oracle.ase_oracle import CalculatorSpec, JobInfo, MissingBinary, kpts_from_spacing
 
@@ -137,7 +137,7 @@ class GPAWSpec(CalculatorSpec):
                 "(or `make dft`) to build it into .venv"
             ) from exc
 
-    def make_calculator(self, atoms: Atoms, params: GPAWParams, job: JobInfo) -> Calculator:
+    def make_calculator(self, atoms: Atoms, params: GPAWParams, job: JobInfo) -> BaseCalculator:
         from gpaw import GPAW, PW, FermiDirac, Mixer
 
         kw: dict[str, Any] = dict(
@@ -157,7 +157,8 @@ class GPAWSpec(CalculatorSpec):
             )
         if params.convergence_energy is not None:
             kw["convergence"] = {"energy": params.convergence_energy}
-        return GPAW(**kw)
+        # gpaw's new ASECalculator duck-types ASE's calculator API without subclassing it
+        return GPAW(**kw)  # type: ignore[return-value]
 
     def compute(self, atoms: Atoms, params: GPAWParams, job: JobInfo):
         """As ``CalculatorSpec.compute``; a badly skewed cell is computed in its

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator, Calculator
 
 from alcsp.oracle._binary import missing_executables
 from alcsp.oracle.ase_oracle import (
@@ -112,6 +112,6 @@ class VaspSpec(CalculatorSpec):
             kw["bmix"] = params.bmix
         return Vasp(**kw)
 
-    def check_converged(self, calc: Calculator, job: JobInfo) -> None:
+    def check_converged(self, calc: BaseCalculator, job: JobInfo) -> None:
         if getattr(calc, "converged", True) is False:
             raise SCFNotConverged(f"VASP reached NELM without EDIFF (see {job.directory}/OUTCAR)")
