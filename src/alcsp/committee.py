@@ -285,8 +285,8 @@ class Committee:
         s_mean, s_var = _spread(np.concatenate([p[2] for p in parts], axis=1))  # [S, 3, 3]
         del s_mean
         f_dev = []
-        for _, forces, _, _, ptr in parts:
-            _, f_var = _spread(forces)  # [N, 3]
+        for _, member_forces, _, _, ptr in parts:
+            _, f_var = _spread(member_forces)  # [N, 3]
             per_atom = np.sqrt(f_var.sum(axis=1))  # [N] eV/Å
             f_dev.append(np.maximum.reduceat(per_atom, ptr[:-1]))  # [S] (no empty structures)
         return CommitteeEvaluation(

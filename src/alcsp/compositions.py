@@ -245,8 +245,9 @@ class CompositionRules:
         for c in self.ratio_caps:
             if c.numerator == e:
                 den = [self._upper_bound_no_cap(d) for d in c.denominators]
-                if all(b is not None for b in den):
-                    bounds.append(int(math.floor(c.max_ratio * sum(den) + 1e-9)))
+                known = [b for b in den if b is not None]
+                if len(known) == len(den):
+                    bounds.append(int(math.floor(c.max_ratio * sum(known) + 1e-9)))
         return min(bounds) if bounds else None
 
     def _upper_bound_no_cap(self, e: str) -> int | None:
@@ -319,7 +320,11 @@ def _reduce(counts: tuple[int, ...]) -> tuple[int, ...]:
 def _grid(rules: CompositionRules) -> Iterable[tuple[int, ...]]:
     els = rules.elements
     lo = [rules.min_counts.get(e, 0) for e in els]
-    hi = [rules._upper_bound(e) for e in els]
+    hi: list[int] = []
+    for e in els:
+        bound = rules._upper_bound(e)
+        assert bound is not None  # a grid needs every bound; checked when the rules are built
+        hi.append(bound)
     cap = rules.max_formula_atoms
     states = {e: rules.states(e) for e in els} if rules.charge_neutral else None
     for counts in itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi, strict=True))):

@@ -397,7 +397,9 @@ class _Runner:
         try:
             o.spec.preflight(o.params)
         except MissingBinary as exc:
-            raise ConvergeError(f"oracle {o.name!r} cannot run here: {_one_line(exc)}") from exc
+            raise ConvergeError(
+                f"oracle {o.name!r} cannot run here: {_one_line(str(exc))}"
+            ) from exc
 
     def run(
         self, jobs: Sequence[tuple[TestCell, float, Mapping[str, Any], str]]
@@ -772,7 +774,8 @@ def _params_text(result: ConvergeResult) -> str:
             f"ecut {p.ecut:g} eV, kspacing {p.kspacing:g}, smearing {p.smearing:g} eV, "
             f"nbands {p.nbands}, {p.xc}"
         )
-    fields = dataclasses.asdict(p) if dataclasses.is_dataclass(p) else {}
+    is_instance = dataclasses.is_dataclass(p) and not isinstance(p, type)
+    fields = dataclasses.asdict(p) if is_instance else {}
     return ", ".join(f"{k} {v}" for k, v in fields.items()) or "no settings"
 
 

@@ -75,7 +75,10 @@ def _is_integer(m: np.ndarray, tol: float = 1e-8) -> bool:
 
 def parent_symmetry(cell: np.ndarray, basis: np.ndarray):
     """Parent space-group operations (R acting on fractional row vectors as x R^T, t)."""
-    sym = spglib.get_symmetry((cell, basis, [1] * len(basis)), symprec=1e-5)
+    # spglib annotates its cell as Sequences; it takes (and converts) arrays at runtime
+    sym = spglib.get_symmetry((cell, basis, [1] * len(basis)), symprec=1e-5)  # type: ignore[arg-type]
+    if sym is None:
+        raise RuntimeError("spglib found no symmetry for the parent structure")
     return [
         (np.array(r, dtype=np.int64), np.array(t, float))
         for r, t in zip(sym["rotations"], sym["translations"], strict=True)

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import vesin
 from ase import Atoms
 
 from alcsp.compositions import composition_key
+
+if TYPE_CHECKING:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
 
 __all__ = [
     "DedupConfig",
@@ -162,7 +166,7 @@ class Deduplicator:
         self._buckets: dict[tuple[str, int], _Bucket] = {}
         self._ids: set[str] = set()
         self._structures: dict[str, Atoms] = {}
-        self._matcher = None
+        self._matcher: StructureMatcher | None = None  # built on first use
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -211,7 +215,7 @@ class Deduplicator:
             ok = (dist <= tol_d) & (np.abs(bucket.h[: bucket.n] - enthalpy) <= tol_e)
             for k in np.flatnonzero(ok)[np.argsort(dist[ok])]:
                 sid = bucket.ids[k]
-                if confirm and not self._match(atoms, sid):
+                if confirm and atoms is not None and not self._match(atoms, sid):
                     continue
                 if best is None or dist[k] < best[0]:
                     best = (float(dist[k]), sid)

@@ -202,12 +202,12 @@ def build_hull(
     first = np.ones(m, bool)
     first[1:] = comp_index[order][1:] != comp_index[order][:-1]
     best = order[first]  # [C], ordered by composition index
-    c = len(keys)
-    assert len(best) == c
+    n_comp = len(keys)
+    assert len(best) == n_comp
 
     pd_entries = [
         PDEntry(Composition(keys[j]), h[best[j]] * Composition(keys[j]).num_atoms, name=keys[j])
-        for j in range(c)
+        for j in range(n_comp)
     ]
     pd = PhaseDiagram(pd_entries, elements=[Element(e) for e in els])
     hull_e = np.array([pd.get_hull_energy_per_atom(Composition(k)) for k in keys])  # [C]
@@ -306,9 +306,10 @@ def read_entries(
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty; give a file with structures and energies.")
     try:
-        structures = read(path, index=":")
+        frames = read(path, index=":")
     except Exception as exc:  # ASE raises many types for unreadable files
         raise ValueError(f"{path}: cannot read structures ({exc}).") from exc
+    structures = [frames] if isinstance(frames, Atoms) else frames  # index=":": a list
     if not structures:
         raise ValueError(f"{path} holds no structures.")
     return entries_from_atoms(

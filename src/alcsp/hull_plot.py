@@ -149,7 +149,7 @@ def choose_join(result: HullResult, window_mev: float = 50.0) -> tuple[str, ...]
             )
             if best_score is None or score > best_score:
                 best, best_score = corners, score
-        if best is not None and best_score[0]:
+        if best is not None and best_score is not None and best_score[0]:
             return tuple(best)
     return None
 
@@ -208,11 +208,12 @@ def _lower_hull_3d(uv: np.ndarray, z: np.ndarray) -> list[tuple[int, int]]:
         hull = ConvexHull(np.column_stack([uv, z]))
     except (QhullError, ValueError):
         return []  # every point in one plane: no tie lines inside the triangle
-    edges = set()
+    edges: set[tuple[int, int]] = set()
     for simplex, eq in zip(hull.simplices, hull.equations, strict=True):
         if eq[2] < -1e-9:  # outward normal pointing down: a lower facet
             for a, b in ((0, 1), (1, 2), (0, 2)):
-                edges.add(tuple(sorted((int(simplex[a]), int(simplex[b])))))
+                lo, hi = sorted((int(simplex[a]), int(simplex[b])))
+                edges.add((lo, hi))
     return sorted(edges)
 
 
@@ -421,8 +422,8 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
         zorder=3,
         lw=0,
     )
-    for a, b in view.segments:
-        ax.plot([a[0], b[0]], [a[1], b[1]], "k-", lw=1.0, zorder=2)
+    for p0, p1 in view.segments:
+        ax.plot([p0[0], p1[0]], [p0[1], p1[1]], "k-", lw=1.0, zorder=2)
     st, nr = np.nonzero(view.stable)[0], _near_to_label(view)
     ax.scatter(view.xy[st, 0], view.xy[st, 1], c="k", s=30, zorder=5)
     ax.scatter(
@@ -597,9 +598,9 @@ def plot_hull_html(
     cap = _caption(result, view)
     if view.kind == "binary":
         xs, ys = [], []
-        for a, b in view.segments:
-            xs += [a[0], b[0], None]
-            ys += [a[1], b[1], None]
+        for p0, p1 in view.segments:
+            xs += [p0[0], p1[0], None]
+            ys += [p0[1], p1[1], None]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -651,8 +652,8 @@ def plot_hull_html(
             return dict(a=w[:, 2], b=w[:, 0], c=w[:, 1])
 
         seg_w = []
-        for a, b in view.segments:
-            seg_w += [_cart_to_w(a), _cart_to_w(b), [None] * 3]
+        for p0, p1 in view.segments:
+            seg_w += [_cart_to_w(p0), _cart_to_w(p1), [None] * 3]
         if seg_w:
             cols = list(zip(*seg_w, strict=True))
             fig.add_trace(

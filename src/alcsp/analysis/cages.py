@@ -299,6 +299,12 @@ def nearest_hh_distance(atoms: Atoms, limit: float) -> float:
     return float(np.median(nearest[is_h]))
 
 
+def _shift3(shift: np.ndarray) -> tuple[int, int, int]:
+    """A cell shift [3] as a tuple of ints."""
+    a, b, c = (int(x) for x in shift)
+    return a, b, c
+
+
 def analyse_cages(atoms: Atoms, settings: CageSettings | None = None) -> CageAnalysis:
     """The cage of every non-hydrogen atom of ``atoms`` (see the module docstring)."""
     settings = settings or CageSettings()
@@ -316,7 +322,7 @@ def analyse_cages(atoms: Atoms, settings: CageSettings | None = None) -> CageAna
     i, j, s, vec, d = _neighbours(atoms, radius)
     mh = (numbers[i] != _HYDROGEN) & (numbers[j] == _HYDROGEN)
     ideal = symmetrized_positions(atoms, settings.symmetry_tolerance)
-    cages = []
+    cages: list[Cage | None] = []
     for m in hosts:
         if not math.isfinite(nearest[m]):
             cages.append(None)
@@ -336,7 +342,7 @@ def analyse_cages(atoms: Atoms, settings: CageSettings | None = None) -> CageAna
                 center=m,
                 symbol=atoms[m].symbol,
                 vertices=tuple(int(j[sel][k]) for k in members),
-                shifts=tuple(tuple(int(x) for x in s[sel][k]) for k in members),
+                shifts=tuple(_shift3(s[sel][k]) for k in members),
                 faces=faces,
                 prototype=CagePrototype.of(len(members), (len(f) for f in faces)),
                 point_group=point_group(pos - ideal[m], _POINT_GROUP_TOLERANCE),
@@ -443,8 +449,8 @@ def _components(adj: np.ndarray, members: list[int]) -> list[list[int]]:
         comp = {stack[0]}
         while stack:
             v = stack.pop()
-            for u in np.nonzero(adj[v])[0]:
-                u = int(u)
+            for u_raw in np.nonzero(adj[v])[0]:
+                u = int(u_raw)
                 if u in left and u not in comp:
                     comp.add(u)
                     stack.append(u)
