@@ -1,9 +1,16 @@
-"""Analyses of the structures a campaign found: hydrogen clathrate cages (``cages``);
-electronic structure and T_c are planned (``AnalysisKind``)."""
+"""Analyses of the structures a campaign found: hydrogen clathrate cages (``cages``), the
+electronic structure with the GPAW oracle (``electronic``) and a fast T_c estimate for
+hydrides (``tc``, Belli et al. 2021, on the ELF networking value of ``elf``)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from alcsp.errors import UserError
+
+
+class AnalysisError(UserError, ValueError):
+    """Bad input to an analysis (printed as one line, exit status 2)."""
 
 
 class AnalysisKind(StrEnum):
@@ -15,4 +22,4 @@ class AnalysisKind(StrEnum):
 
     @property
     def implemented(self) -> bool:
-        return self is AnalysisKind.CAGES
+        return True

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alcsp.analysis import AnalysisError
 from alcsp.analysis.cages import CageAnalysis, CageSettings
 
 ANALYSIS_DIR = "analysis"
@@ -100,9 +101,11 @@ def read_cages_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is unreadable ({exc}); delete it to analyse again") from exc
+        raise AnalysisError(f"{path} is unreadable ({exc}); delete it to analyse again") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a format-{FORMAT} cage file; delete it to analyse again")
+        raise AnalysisError(
+            f"{path} is not a format-{FORMAT} cage file; delete it to analyse again"
+        )
     return data
 
 
@@ -123,7 +126,7 @@ class CageResults:
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ValueError(
+                raise AnalysisError(
                     f"another alcsp analyse is writing {path}; wait for it to finish"
                 ) from None
             try:
@@ -162,6 +165,106 @@ def load_stored(directory: Path) -> tuple[dict[str, dict[int, StoredCages]], Las
     results = {
         key: {int(sid): StoredCages.from_json(int(sid), e) for sid, e in entries.items()}
         for key, entries in data["results"].items()
+    }
+    run = data.get("last_run")
+    last = (
+        None
+        if run is None
+        else LastRun(
+            str(run["settings"]),
+            float(run["ehull"]),
+            float(run["finished"]),
+            tuple((int(r["structure_id"]), float(r["e_hull_mev"])) for r in run["rows"]),
+        )
+    )
+    return results, last
+
+
+# ------------------------------------------------------- electronic structure and T_c
+
+ELECTRONIC_FILE = "electronic.json"
+TC_FILE = "tc.json"
+
+
+def electronic_path(directory: Path) -> Path:
+    return Path(directory) / ANALYSIS_DIR / ELECTRONIC_FILE
+
+
+def tc_path(directory: Path) -> Path:
+    return Path(directory) / ANALYSIS_DIR / TC_FILE
+
+
+def read_results_file(path: Path, what: str) -> dict[str, Any]:
+    """A format-1 results file (``{"format", "settings", "results"[, "last_run"]}``) as
+    parsed, an empty layout when absent; a one-line error when unreadable."""
+    if not path.exists():
+        return {"format": FORMAT, "settings": {}, "results": {}}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AnalysisError(f"{path} is unreadable ({exc}); delete it to analyse again") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise AnalysisError(
+            f"{path} is not a format-{FORMAT} {what} file; delete it to analyse again"
+        )
+    return data
+
+
+class KeyedResults:
+    """Results of one kind (electronic structure, T_c) of one campaign, by settings key and
+    structure id, in ``DIR/analysis/<name>.json`` with the layout of ``cages.json`` (module
+    docstring). Entries are plain JSON dicts: ``{"composition", "space_group", "result"}``.
+    Every ``add`` rewrites the file atomically, so a kill loses only the structure being
+    computed. Open for writing with ``KeyedResults.open`` (one writer: an ``flock``)."""
+
+    def __init__(self, path: Path, data: dict[str, Any], what: str):
+        self.path = path
+        self.what = what
+        self._data = data
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path, what: str) -> Iterator[KeyedResults]:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AnalysisError(
+                    f"another alcsp analyse is writing {path}; wait for it to finish"
+                ) from None
+            try:
+                yield cls(path, read_results_file(path, what), what)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def get(self, key: str, structure_id: int) -> dict[str, Any] | None:
+        return self._data["results"].get(key, {}).get(str(structure_id))
+
+    def add(self, key: str, settings: dict[str, Any], structure_id: int, entry: dict) -> None:
+        """Store one result now (the file is complete after every call)."""
+        self._data["settings"][key] = settings
+        self._data["results"].setdefault(key, {})[str(structure_id)] = entry
+        write_json_atomically(self.path, self._data)
+
+    def finish_run(self, key: str, ehull: float, rows: Sequence[tuple[int, float]]) -> None:
+        """Record the selection of a finished run (what the report sections show)."""
+        self._data["last_run"] = {
+            "settings": key,
+            "ehull": ehull,
+            "finished": time.time(),
+            "rows": [{"structure_id": sid, "e_hull_mev": e} for sid, e in rows],
+        }
+        write_json_atomically(self.path, self._data)
+
+
+def load_keyed(path: Path, what: str) -> tuple[dict[str, dict[int, dict]], LastRun | None]:
+    """Every stored entry of a ``KeyedResults`` file by settings key and structure id, and
+    its last finished run (None when none). Empty when the file is absent."""
+    data = read_results_file(Path(path), what)
+    results = {
+        key: {int(sid): e for sid, e in entries.items()} for key, entries in data["results"].items()
     }
     run = data.get("last_run")
     last = (
