@@ -57,7 +57,9 @@ class FaultInjectingSpec(CalculatorSpec):
     faults: Mapping[str, str] = field(default_factory=dict)
     hang_s: float = 3600.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        # per-instance values of CalculatorSpec's class variables: the wrapper takes its
+        # inner spec's name and Params (mypy forbids assigning a ClassVar via an instance)
         self.name = f"{self.inner.name}+faults"  # type: ignore[misc]
         self.Params = self.inner.Params  # type: ignore[misc]
 
