@@ -32,6 +32,7 @@ from alcsp.analysis.electronic import (
     element_order,
     run_scf,
 )
+from alcsp.analysis.report_sections import electronic_sections
 from alcsp.analysis.results import electronic_path, load_keyed, tc_path
 from alcsp.cli import main
 from alcsp.oracle.base import Label
@@ -196,6 +197,15 @@ def test_analyse_electronic_and_tc_stores_and_reuses(tmp_path, capsys, monkeypat
     again = capsys.readouterr().out
     assert again.splitlines()[2] == out.splitlines()[2]
     assert {k: v[0] for k, v in snapshot(d).items()} == {k: v[0] for k, v in before.items()}
+
+    # the report sections: band/DOS figure, tables, T_c against E_hull
+    report = tmp_path / "report"
+    page = electronic_sections(d, report)
+    assert "Electronic structure" in page and "T<sub>c</sub> estimates" in page
+    assert "not an Eliashberg calculation" in page and "data:image/png;base64" in page
+    assert (report / f"electronic_{ids['H3S']}.png").stat().st_size > 1000
+    assert (report / "tc_vs_ehull.png").exists()
+    assert electronic_sections(tmp_path / "nowhere", report) == ""
 
 
 def test_analyse_structure_gpaw_cannot_compute(tmp_path, capsys):
