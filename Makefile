@@ -17,5 +17,8 @@ test: setup dft
 	@bash scripts/install_chromium.sh
 	OMP_NUM_THREADS=1 ALCSP_REQUIRE_SLURM=$${ALCSP_REQUIRE_SLURM:-1} .venv/bin/python -m pytest -q --durations=15 tests
 
+# ruff (lint and format) and mypy on src/; CI runs it before the tests.
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/mypy

@@ -22,7 +22,7 @@ from ase.calculators.emt import EMT
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
-from alcsp.campaign import labelled_hull
+from alcsp.store.hulls import labelled_hull
 from alcsp.compositions import composition_key
 from alcsp.config import parse_config
 from alcsp.hull import build_hull

@@ -213,7 +213,7 @@ def run_campaign(directory: Path, text: str, base_dir: Path, quiet: bool) -> dic
 
 def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> dict:
     """Compare the campaign in ``directory`` with the best-known hull."""
-    from alcsp.campaign import labelled_hull
+    from alcsp.store.hulls import labelled_hull
     from alcsp.config import parse_config
     from alcsp.store import CampaignStore
 
@@ -327,21 +327,21 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
 
     cls = _Classifier(best, key)
     rel = store.relaxations(method="acnn")
-    comp = np.array([composition_key(c) for c in rel["composition"]], dtype=object)
+    comp = np.array([composition_key(c) for c in rel.composition], dtype=object)
     own = np.nonzero(comp == key)[0]
     labelled = store.labelled_ids(cfg.oracle.name, include_failures=False)
     final = {r.parent_id: r for r in store.oracle_relaxations("final")}
-    atoms = store.get_atoms([int(rel["structure_id"][k]) for k in own])
+    atoms = store.get_atoms([int(rel.structure_id[k]) for k in own])
     hits = []
     for k, a in zip(own, atoms, strict=True):
-        if rel["status"][k] != "converged":
+        if rel.status[k] != "converged":
             continue
         if not cls.is_target(a):
             continue
-        it = int(rel["iteration"][k])
-        peers = [j for j in own if rel["iteration"][j] == it and rel["status"][j] == "converged"]
-        rank = 1 + sum(rel["enthalpy_per_atom"][j] < rel["enthalpy_per_atom"][k] for j in peers)
-        sid = int(rel["structure_id"][k])
+        it = int(rel.iteration[k])
+        peers = [j for j in own if rel.iteration[j] == it and rel.status[j] == "converged"]
+        rank = 1 + sum(rel.enthalpy_per_atom[j] < rel.enthalpy_per_atom[k] for j in peers)
+        sid = int(rel.structure_id[k])
         hits.append(
             {
                 "iteration": it,
@@ -374,7 +374,7 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
     instead = None
     if data:
         low = min(data, key=lambda a: a.get_potential_energy() / len(a))
-        from alcsp.campaign import _space_group
+        from alcsp.store.hulls import space_group as _space_group
 
         instead = {
             "structure_id": int(low.info["structure_id"]),
@@ -385,7 +385,7 @@ def trace(store, cfg, best: BestKnown, key: str, found_sid: int | None) -> dict:
                 (low.get_potential_energy() / len(low) - best.reference(key)) * 1000, 3
             ),
         }
-    iters = sorted({int(rel["iteration"][k]) for k in own})
+    iters = sorted({int(rel.iteration[k]) for k in own})
     return {
         "acnn_relaxations": int(len(own)),
         "iterations_with_relaxations": iters,
@@ -411,13 +411,13 @@ def _stable_from(store, cls: _Classifier, sid: int | None) -> dict | None:
         return {"structure_id": sid, "oracle_relaxed": False}
     start = store.get_atoms([rec.parent_id])[0]
     rel = store.relaxations(method="acnn")
-    idx = np.nonzero(rel["structure_id"] == rec.parent_id)[0]
+    idx = np.nonzero(rel.structure_id == rec.parent_id)[0]
     return {
         "structure_id": sid,
         "oracle_relaxed": True,
         "stage": rec.stage,
         "start_id": int(rec.parent_id),
-        "start_iteration": int(rel["iteration"][idx[0]]) if len(idx) else None,
+        "start_iteration": int(rel.iteration[idx[0]]) if len(idx) else None,
         "start_is_best_known": cls.is_target(start),
         "steps": int(rec.steps),
         "status": rec.status,

@@ -96,7 +96,7 @@ def main() -> None:
         (comp,),
     ).fetchall()
     t_comp = time.perf_counter() - t0
-    ids = store.relaxations(iteration=0)["id"]
+    ids = store.relaxations(iteration=0).id
     t0 = time.perf_counter()
     store.set_e_hull(ids, np.abs(rng.normal(size=len(ids))) * 0.1)
     t_hull = time.perf_counter() - t0
@@ -104,7 +104,7 @@ def main() -> None:
     near = store.conn.execute("SELECT COUNT(*) FROM relaxations WHERE e_hull < 0.01").fetchone()
     t_near = time.perf_counter() - t0
     t0 = time.perf_counter()
-    got = store.get_atoms([int(i) for i in store.relaxations(iteration=1)["structure_id"][:1000]])
+    got = store.get_atoms([int(i) for i in store.relaxations(iteration=1).structure_id[:1000]])
     t_get = time.perf_counter() - t0
     print(
         json.dumps(

@@ -630,14 +630,14 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
         n = 2
         model = load_model(store.model_path([m for m in store.models() if m.iteration == n][-1]))
         rel = store.relaxations(iteration=n, method="acnn")
-        keys = np.array([composition_key(c) for c in rel["composition"]])
-        au = (keys == "Au") & (rel["status"] == "converged")
-        mixed = (keys != "Au") & (keys != "Cu") & (rel["status"] == "converged")
+        keys = np.array([composition_key(c) for c in rel.composition])
+        au = (keys == "Au") & (rel.status == "converged")
+        mixed = (keys != "Au") & (keys != "Cu") & (rel.status == "converged")
         assert au.any() and mixed.any(), "the tiny campaign's iteration 2 has Au and Cu–Au minima"
         with sqlite3.connect(directory / DB_NAME) as conn:  # those Au cells "went unphysical"
             conn.executemany(
                 "UPDATE relaxations SET status = 'unphysical', e_hull = NULL WHERE id = ?",
-                [(int(i),) for i in rel["id"][au]],
+                [(int(i),) for i in rel.id[au]],
             )
             conn.execute("UPDATE relaxations SET e_hull = NULL WHERE iteration = ?", (n,))
 
@@ -647,10 +647,10 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
         rows = sorted(
             (h, int(s))
             for s, c, it, h in zip(
-                earlier["structure_id"],
-                earlier["composition"],
-                earlier["iteration"],
-                earlier["enthalpy_per_atom"],
+                earlier.structure_id,
+                earlier.composition,
+                earlier.iteration,
+                earlier.enthalpy_per_atom,
                 strict=True,
             )
             if it < n and composition_key(c) == "Au"
@@ -669,13 +669,13 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
             (float(ei) + p * a.get_volume()) / len(a) for a, ei in zip(pool, e, strict=True)
         )
 
-        present = set(keys[rel["status"] == "converged"]) - {"Au"}
+        present = set(keys[rel.status == "converged"]) - {"Au"}
         ref_keys, ref_h = camp.terminal_references(n, present, model)
         assert list(ref_keys) == ["Au"]
         assert abs(ref_h[0] - expected) < 1e-9
 
         def mixed_e_hull() -> np.ndarray:
-            return store.relaxations(iteration=n, method="acnn")["e_hull"][mixed]
+            return store.relaxations(iteration=n, method="acnn").e_hull[mixed]
 
         camp.select(n)  # no model: the Cu–Au compositions cannot be placed
         assert np.isnan(mixed_e_hull()).all()

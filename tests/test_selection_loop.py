@@ -127,7 +127,7 @@ def test_the_iteration_stays_within_its_cap_and_failure_share(loop):
     rel = store.relaxations(iteration=1, method="acnn")
     failures |= {
         int(s)
-        for s, st in zip(rel["structure_id"], rel["status"], strict=True)
+        for s, st in zip(rel.structure_id, rel.status, strict=True)
         if st != "converged"
     }
     n_fail = sum(1 for (sid,) in got if sid in failures)
@@ -169,11 +169,11 @@ SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(
 
 def _relaxations(store):
     rel = store.relaxations(method="acnn")
-    atoms = store.get_atoms([int(i) for i in rel["structure_id"]])
+    atoms = store.get_atoms([int(i) for i in rel.structure_id])
     return (
-        list(rel["initial_id"]),
-        list(rel["status"]),
-        rel["enthalpy_per_atom"],
+        list(rel.initial_id),
+        list(rel.status),
+        rel.enthalpy_per_atom,
         [a.positions for a in atoms],
     )
 

@@ -144,11 +144,11 @@ def slurm():
 
 def _relaxations(store):
     rel = store.relaxations(method="acnn")
-    atoms = store.get_atoms([int(i) for i in rel["structure_id"]])
+    atoms = store.get_atoms([int(i) for i in rel.structure_id])
     return (
-        list(rel["initial_id"]),
-        list(rel["status"]),
-        rel["enthalpy_per_atom"],
+        list(rel.initial_id),
+        list(rel.status),
+        rel.enthalpy_per_atom,
         [a.positions for a in atoms],
     )
 

@@ -117,8 +117,8 @@ def test_relaxations_idempotent_by_initial_structure(store):
     assert again == [None] * 4
     assert store.count("relaxations") == 4 and store.count("structures") == 8
     table = store.relaxations(iteration=1)
-    assert list(table["initial_id"]) == init
-    assert list(table["status"]) == ["converged", "converged", "max_steps", "unphysical"]
+    assert list(table.initial_id) == init
+    assert list(table.status) == ["converged", "converged", "max_steps", "unphysical"]
     assert store.relaxed_initial_ids() == set(init)
     store.set_e_hull(rel, [0.0, 0.01, 0.2, 0.5])
     low = store.conn.execute("SELECT id FROM relaxations WHERE e_hull < 0.05 ORDER BY id")
@@ -284,7 +284,7 @@ WRITER = textwrap.dedent("""
             store.add_relaxed(finals, recs, u)
         print("E", flush=True)  # an event the parent counts to pick its moment
     oracle = make_oracle(OracleConfig("emt"), store.oracle_dir("emt"))
-    relaxed = [int(i) for i in store.relaxations()["structure_id"]]
+    relaxed = [int(i) for i in store.relaxations().structure_id]
     label_structures(store, oracle, relaxed, InlineExecutor(), iteration=units,
                      on_result=lambda sid, r: print("E", flush=True))
     print("DONE", flush=True)
@@ -354,7 +354,7 @@ def test_sigkill_at_random_moments_loses_nothing_committed(tmp_path):
     assert progress == sorted(progress)  # never went backwards
     with CampaignStore.open(d) as s:
         # labels equal a fresh EMT calculation of the stored geometry
-        sid = s.relaxations()["structure_id"][[0, -1]]
+        sid = s.relaxations().structure_id[[0, -1]]
         fresh = make_oracle(OracleConfig("emt"), tmp_path / "fresh").label(s.get_atoms(sid))
         stored = s.get_labels(sid, "emt")
         for i, f in zip(sid, fresh, strict=True):

@@ -19,14 +19,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import spglib
 
-from alcsp.campaign import ENERGY_DEFINITION, LabelledHull, labelled_hull
 from alcsp.config import parse_config
 from alcsp.store import CampaignStore
+from alcsp.store.hulls import ENERGY_DEFINITION, LabelledHull, labelled_hull
 from alcsp.units import EV_PER_A3_IN_GPA
+from alcsp.vocab import Origin, RelaxStatus
 
 #: g/cm³ per amu/Å³
 _DENSITY = 1.66053906660
@@ -190,7 +192,7 @@ def label_errors(store: CampaignStore, oracle: str) -> dict[int, dict]:
     if not labels:
         return {}
     rel = store.relaxations()
-    status = {int(s): str(t) for s, t in zip(rel["structure_id"], rel["status"], strict=True)}
+    status = {int(s): str(t) for s, t in zip(rel.structure_id, rel.status, strict=True)}
     models = {rec.iteration: rec for rec in store.models()}  # the last of each iteration
     by_it: dict[int, list] = {}
     for a in labels:
@@ -205,11 +207,12 @@ def label_errors(store: CampaignStore, oracle: str) -> dict[int, dict]:
         from alcsp.potential import load_model
 
         errs = _errors(load_model(path), atoms)
-        group = {g: [] for g in GROUPS}
+        group: dict[str, list] = {g: [] for g in GROUPS}
         for a, err in zip(atoms, errs, strict=True):
             ok = (
-                a.info["origin"] != "trust_frame"
-                and status.get(int(a.info["structure_id"]), "converged") == "converged"
+                a.info["origin"] != Origin.TRUST_FRAME
+                and status.get(int(a.info["structure_id"]), RelaxStatus.CONVERGED)
+                == RelaxStatus.CONVERGED
             )
             group["minima" if ok else "failures"].append(err)
         out[n] = {
@@ -318,19 +321,15 @@ def learning_curves(iterations: list[dict], path: Path, errors: dict | None = No
 
 
 def oracle_cost(store: CampaignStore) -> list[dict]:
-    rows = store.conn.execute(
-        "SELECT iteration, COUNT(*), SUM(ok), SUM(wall_time) FROM labels "
-        "GROUP BY iteration ORDER BY iteration"
-    ).fetchall()
     return [
         {
-            "iteration": it,
-            "jobs": n,
-            "ok": int(ok or 0),
-            "failed": n - int(ok or 0),
-            "wall_time_s": float(t or 0.0),
+            "iteration": c.iteration,
+            "jobs": c.jobs,
+            "ok": c.ok,
+            "failed": c.failed,
+            "wall_time_s": c.wall_time,
         }
-        for it, n, ok, t in rows
+        for c in store.label_cost()
     ]
 
 
@@ -353,18 +352,7 @@ def compute_time(store: CampaignStore, iterations: list[dict]) -> dict:
         k: sum(float((it.get("timings") or {}).get(k, 0.0)) for it in iterations)
         for k in ("train", "search", "select_label")
     }
-    q = "SELECT COALESCE(SUM(wall_time), 0) FROM labels WHERE iteration >= 0"
-    labels = float(store.conn.execute(q).fetchone()[0])
-    q = (
-        "SELECT COALESCE(SUM(l.wall_time), 0) FROM labels l WHERE l.iteration < 0 AND NOT "
-        "EXISTS (SELECT 1 FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)"
-    )
-    labels += float(store.conn.execute(q).fetchone()[0])
-    relax = dict(
-        store.conn.execute(
-            "SELECT stage, SUM(wall_time) FROM oracle_relaxations GROUP BY stage"
-        ).fetchall()
-    )
+    labels, relax = store.oracle_wall_time()
     rows = [
         ("ACNN training (committee included)", t["train"], True),
         ("ACNN search (relaxations)", t["search"], True),
@@ -423,7 +411,7 @@ def _header(cfg, info: dict, store: CampaignStore, cost: dict) -> str:
             + (", + unphysical" if sel.include_unphysical else "")
             + (f", κ {sel.kappa}" if sel.uses_committee else "")
         )
-    created = store.meta("created")
+    created = store.meta("created") or ""
     try:
         created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(created)))
     except (TypeError, ValueError):
@@ -472,7 +460,7 @@ def _hull_join(cfg, lh: LabelledHull, join) -> tuple[tuple[str, ...] | None, str
     for j in cfg.compositions.joins:
         if len(j.end_members) in (2, 3):
             keys = parse_join(j.end_members)
-            if all(k in lh.hull.keys for k in keys):
+            if keys is not None and all(k in lh.hull.keys for k in keys):
                 return keys, "the first join of the config's [compositions]"
     chosen = choose_join(lh.hull, cfg.campaign.report_ehull * 1000)
     why = (
@@ -496,7 +484,7 @@ def _hull_section(cfg, lh: LabelledHull, out: Path, window: float, join) -> list
         if e[i] <= window_mev + 1e-9:
             labels[int(i)] = sg.split(" (")[0]
         hover[int(i)] = (
-            f"structure {lh.structure_id(i)}, {html.escape(sg)}<br>"
+            f"structure {lh.structure_id(int(i))}, {html.escape(sg)}<br>"
             f"{html.escape(origin_text(atoms))}"
         )
     chosen, why = _hull_join(cfg, lh, join)
@@ -504,7 +492,7 @@ def _hull_section(cfg, lh: LabelledHull, out: Path, window: float, join) -> list
         f"{'–'.join(res.elements)} at {cfg.campaign.pressure:g} GPa · oracle "
         f"{cfg.oracle.name} · H = E0 + PV per atom"
     )
-    kw = dict(
+    kw: dict[str, Any] = dict(
         max_e_hull_mev=cap_mev, window_mev=window_mev, join=chosen, title=title, labels=labels
     )
     parts = ["<h2>Convex hull (oracle labels)</h2>"]
@@ -590,7 +578,7 @@ def write_report(
     ``alcsp.hull_plot``). ``extra_sections``: functions ``(directory) -> str`` whose HTML
     fragments are appended, in order (a section that raises shows its error instead).
     """
-    from alcsp.commands.status import summary
+    from alcsp.store.summary import summary
 
     out = out or directory / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,16 @@ import secrets
 import socket
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from alcsp.campaign.events import Event, Notice, describe
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from alcsp.commands.progress import LiveDisplay
 
 #: The campaign meta key of the owner record.
 OWNER_KEY = "owner"
@@ -78,7 +86,7 @@ def config_commands(config_text: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError:
         return {}  # the campaign cannot open such a config anyway
     out: dict[str, Any] = {}
-    oracle = data.get("oracle") if isinstance(data.get("oracle"), dict) else {}
+    oracle: dict[str, Any] = data["oracle"] if isinstance(data.get("oracle"), dict) else {}
     params = oracle.get("parameters")
     if isinstance(params, dict) and "command" in params:
         out["[oracle.parameters] command"] = params["command"]
@@ -87,7 +95,7 @@ def config_commands(config_text: str) -> dict[str, Any]:
         for k, r in enumerate(retries, start=2):
             if isinstance(r, dict) and "command" in r:
                 out[f"[oracle] retries (attempt {k}) command"] = r["command"]
-    executor = data.get("executor") if isinstance(data.get("executor"), dict) else {}
+    executor: dict[str, Any] = data["executor"] if isinstance(data.get("executor"), dict) else {}
     dask = executor.get("dask")
     if isinstance(dask, dict):
         for key in sorted(dask):
@@ -214,10 +222,8 @@ def run(args: argparse.Namespace) -> int:
     from alcsp.store import DB_NAME
 
     console = Console(stderr=True)
-
-    def say(msg: str) -> None:
-        if not args.quiet:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", highlight=False)
+    sink = _event_sink(args, console)
+    say = sink.say
 
     target: Path = args.target
     # Unwound in reverse: the campaign (and its workers) closes before the lock is freed.
@@ -234,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                 text = args.config.read_text()
             campaign = Campaign.open(
                 target,
-                say=say,
+                events=sink,
                 config_text=text,
                 base_dir=args.config.parent if args.config else ".",
             )
@@ -250,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
             text = target.read_text()
             if (directory / DB_NAME).exists():
                 held.enter_context(DirectoryLock.acquire(directory))
-                campaign = Campaign.open(directory, say=say)
+                campaign = Campaign.open(directory, events=sink)
                 held.callback(campaign.close)
                 if campaign.store.config_text != text:
                     raise ValueError(
@@ -261,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
                 sign_config(campaign.store)  # the user passed this very config
                 say(f"{directory} already holds this campaign: continuing it")
             else:
-                campaign = Campaign.create(directory, text, say=say, base_dir=target.parent)
+                campaign = Campaign.create(directory, text, events=sink, base_dir=target.parent)
                 try:  # another run may have taken the new campaign already: then it runs it
                     held.enter_context(DirectoryLock.acquire(directory))
                 except BaseException:
@@ -272,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
         say(f"campaign directory: {directory}")
-        hull = campaign.run()
+        with sink.showing(campaign.config.campaign.name, campaign.config.campaign.max_iterations):
+            hull = campaign.run()
     if hull is None:
         print("no hull: no successful oracle label covers every element")
         return 1
@@ -284,3 +291,53 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"see `alcsp status {directory}` and `alcsp report {directory}`")
     return 0
+
+
+class _Sink:
+    """Where a run's events go: nowhere (``--quiet``), a live display (a terminal) or log
+    lines (anything else). ``showing`` opens the live display for the run itself."""
+
+    def __init__(self, quiet: bool, console: Console):
+        from alcsp.commands.progress import LogLines, log_to_stderr
+
+        self.quiet = quiet
+        self.console = console
+        self.live: LiveDisplay | None = None
+        self.log = LogLines()
+        if not quiet and not console.is_terminal:
+            log_to_stderr()
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live(event)
+        elif not self.console.is_terminal:
+            self.log(event)
+        else:
+            line = describe(event)
+            if line is not None:
+                self.console.print(
+                    f"{time.strftime('%H:%M:%S')} {line}", highlight=False, markup=False
+                )
+
+    def say(self, text: str) -> None:
+        self(Notice(text))
+
+    @contextlib.contextmanager
+    def showing(self, name: str, max_iterations: int) -> Iterator[None]:
+        if self.quiet or not self.console.is_terminal:
+            yield
+            return
+        from alcsp.commands.progress import LiveDisplay
+
+        with LiveDisplay(self.console, name, max_iterations) as live:
+            self.live = live
+            try:
+                yield
+            finally:
+                self.live = None
+
+
+def _event_sink(args: argparse.Namespace, console: Console) -> _Sink:
+    return _Sink(bool(args.quiet), console)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,77 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def summary(directory: Path) -> dict:
-    from alcsp.lock import holder
-    from alcsp.store import DB_NAME, CampaignStore
-
-    if not (directory / DB_NAME).exists():
-        raise FileNotFoundError(f"{directory} holds no campaign ({DB_NAME} missing)")
-    run = holder(directory)
-    with CampaignStore.open(directory, readonly=True) as store:
-        iterations = [
-            {
-                "iteration": it.index,
-                "stage": it.stage,
-                "finished": it.finished is not None,
-                "counts": it.counts,
-                "timings": it.timings,
-                "stable": sorted((it.hull or {}).get("stable", {})),
-            }
-            for it in store.iterations()
-        ]
-        n_ok = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 1").fetchone()[0]
-        n_fail = store.conn.execute("SELECT COUNT(*) FROM labels WHERE ok = 0").fetchone()[0]
-        final = store.meta("final_hull")
-        relaxations = [
-            {
-                "stage": r.stage,
-                "parent_id": r.parent_id,
-                "structure_id": r.structure_id,
-                "status": r.status,
-                "steps": r.steps,
-                "calls": r.calls,
-                "reason": r.reason,
-            }
-            for r in store.oracle_relaxations()
-        ]
-        return {
-            "directory": str(directory),
-            "running": None if run is None else dataclasses.asdict(run),
-            "version": store.meta("version"),
-            "structures": store.count("structures"),
-            "relaxations": store.count("relaxations"),
-            "labels": n_ok,
-            "label_failures": n_fail,
-            "models": len(store.models()),
-            "iterations": iterations,
-            "final_hull": json.loads(final) if final else None,
-            "stop_reason": store.meta("stop_reason"),
-            "oracle_calls": store.oracle_calls(),
-            "oracle_relaxations": relaxations,
-            "energy": _energy_definition(),
-            "warnings": _warnings(store),
-        }
-
-
-def _energy_definition() -> str:
-    from alcsp.campaign import ENERGY_DEFINITION
-
-    return ENERGY_DEFINITION
-
-
-def _warnings(store) -> list[str]:
-    from alcsp.campaign import terminal_warnings
-    from alcsp.config import ConfigError, parse_config
-
-    try:
-        config = parse_config(store.config_text, source="the stored config")
-    except ConfigError as exc:
-        return [f"the stored config no longer parses: {exc}"]
-    return terminal_warnings(store, config)
-
-
 def run(args: argparse.Namespace) -> int:
+    from alcsp.store.summary import summary
+
     s = summary(args.directory)
     if args.json:
         print(json.dumps(s, indent=1))
@@ -115,7 +46,14 @@ def run(args: argparse.Namespace) -> int:
             if v
             else ""
         )
-        state = "done" if it["finished"] else f"in progress ({it['stage']})"
+        if it["finished"]:
+            state = "done"
+        elif who is not None and it is s["iterations"][-1]:
+            state = f"in progress ({it['stage']})"
+        else:
+            state = f"stopped in {it['stage']} (continue with `alcsp run {s['directory']}`)"
+        if it.get("pending"):
+            state += f", {it['pending']} oracle jobs pending"
         print(
             f"  iteration {it['iteration']}: {state}; relaxed {c.get('relaxations', 0)} "
             f"(unphysical {c.get('unphysical', 0)}), labelled {c.get('labelled', 0)}"
@@ -128,13 +66,18 @@ def run(args: argparse.Namespace) -> int:
     for stage in OracleStage:
         rows = [r for r in s["oracle_relaxations"] if r["stage"] == stage]
         if rows:
-            marks = {}
+            marks: dict[str, int] = {}
             for r in rows:
                 marks[r["status"]] = marks.get(r["status"], 0) + 1
             print(
                 f"  oracle relaxations ({stage}): "
                 + ", ".join(f"{v} {k}" for k, v in sorted(marks.items()))
             )
+    for f in s["failures"]:
+        print(
+            f"  oracle failures ({f['kind']}): {f['count']}, e.g. structure "
+            f"{f['example_structure']}: {f['example_reason']}"
+        )
     if s["stop_reason"]:
         print(f"  search stopped: {s['stop_reason']}")
     if s["final_hull"]:

@@ -1,29 +1,7 @@
-"""The campaign store: one directory, one SQLite database, every result kept.
-
-Layout of a campaign directory::
-
-    campaign.sqlite (+ -wal, -shm)   everything below
-    oracle/<name>/<job key>/          oracle working directories (inputs and outputs kept)
-    models/                           model files (paths recorded in the ``models`` table)
-
-Durability: WAL journal with ``synchronous=FULL`` — a committed transaction survives a
-``kill -9`` and a power cut; each unit of work (a batch of relaxations, one oracle label)
-is one transaction, so a killed campaign loses only the work in flight. Labels are
-UNIQUE per (structure, oracle) and written with upsert semantics: a label is never
-duplicated, a success never overwritten, and a recorded failure may later be replaced by a
-success. Readers (``alcsp status``) can open the database while the campaign writes.
-SQLite's WAL needs a local file system (not NFS) for the process that writes; workers
-never touch the database, only the driver does.
-
-Geometry is stored as compact NumPy blobs: numbers uint8 [n], positions float64 [n, 3]
-(Å), cell float64 [3, 3] (Å, rows are lattice vectors). Forces float64 [n, 3] eV/Å,
-stress float64 [3, 3] eV/Å³ (ASE sign). Energies in eV, enthalpies eV/atom, pressures GPa.
-"""
+"""The campaign store: every table of one campaign's database (``alcsp.store.db`` opens it)."""
 
 from __future__ import annotations
 
-import errno
-import glob
 import json
 import os
 import secrets
@@ -32,7 +10,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,240 +19,33 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult
-from alcsp.vocab import OracleStage, Origin, RelaxStatus, composition_key
-
-DB_NAME = "campaign.sqlite"
-SCHEMA_VERSION = "2"  # 2: labels.energy_zero
-#: Where a structure came from (``alcsp.vocab.Origin`` says what each means).
-ORIGINS = tuple(Origin)
-#: Stages whose oracle relaxations are stored in ``oracle_relaxations``.
-ORACLE_RELAX_STAGES = tuple(OracleStage)
-RELAX_STATUSES = tuple(RelaxStatus)
-_CHUNK = 900  # ids per "IN (...)" query, under SQLite's parameter limit
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS compositions (
-    id INTEGER PRIMARY KEY,
-    formula TEXT NOT NULL UNIQUE,          -- reduced composition key, e.g. MgCaH6
-    iteration INTEGER NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS structures (
-    id INTEGER PRIMARY KEY,
-    n_atoms INTEGER NOT NULL,
-    formula TEXT NOT NULL,                 -- full formula of the cell, e.g. Ca2H12Mg2
-    composition TEXT NOT NULL,             -- reduced key, e.g. MgCaH6
-    origin TEXT NOT NULL,
-    iteration INTEGER NOT NULL,
-    parent_id INTEGER REFERENCES structures(id),
-    numbers BLOB NOT NULL,                 -- uint8 [n]
-    positions BLOB NOT NULL,               -- float64 [n, 3] Å
-    cell BLOB NOT NULL                     -- float64 [3, 3] Å
-);
-CREATE INDEX IF NOT EXISTS structures_composition ON structures(composition);
-CREATE INDEX IF NOT EXISTS structures_origin ON structures(origin, iteration);
-CREATE TABLE IF NOT EXISTS relaxations (
-    id INTEGER PRIMARY KEY,
-    structure_id INTEGER NOT NULL UNIQUE REFERENCES structures(id),  -- final geometry
-    initial_id INTEGER REFERENCES structures(id),                     -- starting geometry
-    method TEXT NOT NULL,                  -- the potential that relaxed it, e.g. acnn
-    composition TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('converged', 'max_steps', 'unphysical')),
-    reason TEXT,
-    energy REAL,                           -- eV
-    enthalpy_per_atom REAL,                -- eV/atom, (E + PV)/N
-    volume REAL,                           -- Å³
-    steps INTEGER,
-    pressure REAL,                         -- GPa
-    iteration INTEGER NOT NULL,
-    fingerprint BLOB,                      -- float32 [d], optional
-    e_hull REAL,                           -- eV/atom, filled in by the hull stage
-    UNIQUE (initial_id, method)
-);
-CREATE INDEX IF NOT EXISTS relaxations_comp_h ON relaxations(composition, enthalpy_per_atom);
-CREATE INDEX IF NOT EXISTS relaxations_e_hull ON relaxations(e_hull);
-CREATE INDEX IF NOT EXISTS relaxations_iter ON relaxations(iteration, status);
-CREATE TABLE IF NOT EXISTS labels (
-    id INTEGER PRIMARY KEY,
-    structure_id INTEGER NOT NULL REFERENCES structures(id),
-    oracle TEXT NOT NULL,
-    ok INTEGER NOT NULL,                   -- 1 label, 0 recorded failure
-    energy REAL,                           -- eV, force-consistent free energy F
-    forces BLOB,                           -- float64 [n, 3] eV/Å
-    stress BLOB,                           -- float64 [3, 3] eV/Å³, ASE sign (may be NULL)
-    energy_zero REAL,                      -- eV, zero-smearing E0 (NULL = same as energy)
-    failure_kind TEXT,
-    failure_reason TEXT,
-    wall_time REAL,                        -- s
-    attempts INTEGER,
-    iteration INTEGER NOT NULL,
-    created REAL NOT NULL,
-    UNIQUE (structure_id, oracle)
-);
-CREATE INDEX IF NOT EXISTS labels_oracle_ok ON labels(oracle, ok);
-CREATE TABLE IF NOT EXISTS oracle_relaxations (
-    id INTEGER PRIMARY KEY,
-    parent_id INTEGER NOT NULL REFERENCES structures(id),  -- the structure relaxed
-    structure_id INTEGER REFERENCES structures(id),        -- its final geometry (NULL: failed)
-    stage TEXT NOT NULL,                   -- references | final
-    round INTEGER NOT NULL,                -- the final stage's round (0 for references)
-    status TEXT NOT NULL,                  -- converged | max_steps | time_limit | failed
-    steps INTEGER NOT NULL,
-    calls INTEGER NOT NULL,                -- oracle evaluations spent, all attempts
-    wall_time REAL NOT NULL,
-    reason TEXT,
-    UNIQUE (parent_id, stage)
-);
-CREATE TABLE IF NOT EXISTS models (
-    id INTEGER PRIMARY KEY,
-    iteration INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    metrics TEXT NOT NULL,                 -- JSON: validation errors etc.
-    created REAL NOT NULL,
-    UNIQUE (iteration, path)
-);
-CREATE TABLE IF NOT EXISTS iterations (
-    idx INTEGER PRIMARY KEY,
-    stage TEXT NOT NULL,
-    counts TEXT NOT NULL,                  -- JSON
-    timings TEXT NOT NULL,                 -- JSON, seconds
-    hull TEXT,                             -- JSON snapshot
-    started REAL NOT NULL,
-    finished REAL
-);
-"""
-
-
-class StoreError(RuntimeError):
-    """The campaign directory or database cannot be used as asked."""
-
-
-class CampaignDirError(StoreError, ValueError):
-    """A directory that cannot be created or opened as a campaign, for a reason the user
-    fixes (a ``ValueError`` too: the CLI prints it as one line and exits with status 2)."""
-
-
-#: A campaign is built in the sibling folder ``.NAME.creating-XXXXXXXX`` and renamed into
-#: place when complete (``CampaignStore.create``).
-_CREATING = ".creating-"
-
-
-def _no_campaign_in(exc: sqlite3.DatabaseError) -> bool:
-    """Whether ``exc`` says the file holds no campaign tables or is no SQLite database
-    (not that it is busy or unreadable)."""
-    return not isinstance(exc, sqlite3.OperationalError) or "no such table" in str(exc)
-
-
-def _is_creating(d: Path) -> bool:
-    return d.name.startswith(".") and _CREATING in d.name
-
-
-def _remove_killed_creates(d: Path) -> None:
-    """Delete the temporary folders that killed creates of ``d`` left behind, never one
-    in progress (its creator holds the lock in it)."""
-    from alcsp.lock import holder, recorded_holder
-
-    for tmp in d.parent.glob(f".{glob.escape(d.name)}{_CREATING}*"):
-        try:
-            if not tmp.is_dir():
-                continue
-            record = recorded_holder(tmp)  # read before the lock is probed: see below
-            if holder(tmp) is not None:
-                continue  # a create in progress
-            # Unlocked. With a record, its creator had locked it and has died (a creator
-            # holds the lock until its folder is renamed away); without, it may have just
-            # made the folder and be about to lock it: remove only an old one.
-            if record is None and time.time() - tmp.stat().st_mtime < 60:
-                continue
-        except OSError:
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _move_into_place(tmp: Path, d: Path) -> None:
-    """Give the complete campaign in ``tmp`` the name ``d``, atomically: by renaming the
-    folder (which replaces ``d`` only when it is an empty directory), or, when ``d`` holds
-    other files, by linking the database into it (which never replaces a file)."""
-    raced = CampaignDirError(
-        f"{d} was just created by another process; continue it with `alcsp run {d}` or "
-        "choose another directory"
-    )
-    try:
-        os.rename(tmp, d)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
-            raise
-        if (d / DB_NAME).exists():
-            raise raced from None
-        stray = sorted(p.name for p in d.glob(glob.escape(DB_NAME) + "*"))
-        if stray:
-            raise CampaignDirError(
-                f"{d} holds {stray[0]} but no {DB_NAME} (left by a deleted campaign); "
-                f"delete {' and '.join(stray)} and run again"
-            ) from None
-        try:
-            os.link(tmp / DB_NAME, d / DB_NAME)
-        except FileExistsError:
-            raise raced from None
-    try:  # make the new name durable, as the database's own contents are
-        fd = os.open(d.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-@dataclass(frozen=True)
-class RelaxationRecord:
-    """The outcome of relaxing one structure (its final geometry is stored alongside)."""
-
-    status: str  # converged | max_steps | unphysical
-    energy: float  # eV
-    enthalpy_per_atom: float  # eV/atom
-    volume: float  # Å³
-    steps: int
-    pressure: float  # GPa
-    reason: str = ""
-    initial_id: int | None = None
-    fingerprint: np.ndarray | None = None  # [d]
-
-
-@dataclass(frozen=True)
-class OracleRelaxationRecord:
-    """One oracle relaxation (``CampaignStore.add_oracle_relaxation``)."""
-
-    parent_id: int
-    structure_id: int | None  # final geometry; None when the relaxation failed
-    stage: str
-    round: int
-    status: str  # converged | max_steps | time_limit | failed
-    steps: int
-    calls: int
-    wall_time: float
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class IterationRecord:
-    index: int
-    stage: str
-    counts: dict[str, Any]
-    timings: dict[str, float]
-    hull: Any
-    started: float
-    finished: float | None
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    id: int
-    iteration: int
-    path: str
-    metrics: dict[str, Any]
-    created: float
+from alcsp.store.db import (
+    _CHUNK,
+    _CREATING,
+    _SCHEMA,
+    DB_NAME,
+    ORACLE_RELAX_STAGES,
+    ORIGINS,
+    RELAX_STATUSES,
+    SCHEMA_VERSION,
+    CampaignDirError,
+    StoreError,
+    _is_creating,
+    _move_into_place,
+    _no_campaign_in,
+    _remove_killed_creates,
+    connect,
+    migrate,
+)
+from alcsp.store.records import (
+    IterationRecord,
+    LabelCost,
+    ModelRecord,
+    OracleRelaxationRecord,
+    RelaxationRecord,
+    RelaxationTable,
+)
+from alcsp.vocab import Origin, RelaxStatus, composition_key
 
 
 def _formulas(numbers: np.ndarray) -> tuple[str, str]:
@@ -408,16 +178,8 @@ class CampaignStore:
         if found is None:
             store.close()
             raise unfinished
-        if found == "1" and not readonly:
-            with store._tx() as c:  # version 1 had no zero-smearing energy: NULL = same
-                c.execute("ALTER TABLE labels ADD COLUMN energy_zero REAL")
-                for stmt in _SCHEMA.split(";"):  # new tables (IF NOT EXISTS)
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
-                )
-            found = SCHEMA_VERSION
+        if not readonly:
+            found = migrate(store.conn, found)
         if found == "1":
             store.close()
             raise StoreError(
@@ -433,25 +195,7 @@ class CampaignStore:
 
     @staticmethod
     def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-        if readonly:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30.0
-            )
-        else:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-            conn.execute("PRAGMA page_size=8192")  # takes effect only on a new database
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(
-                    f"{path}: SQLite refused WAL mode (got {mode!r}); put the "
-                    "campaign directory on a local file system"
-                )
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        # 64 MB page cache: index updates of millions of rows stay in memory.
-        conn.execute("PRAGMA cache_size=-65536")
-        return conn
+        return connect(path, readonly)
 
     def close(self) -> None:
         self.conn.close()
@@ -819,25 +563,8 @@ class CampaignStore:
         status: str | None = None,
         composition: str | None = None,
         method: str | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Relaxation records as column arrays (id, structure_id, initial_id, composition,
-        status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration,
-        e_hull), filtered by the arguments given, ordered by id."""
-        cols = (
-            "id",
-            "structure_id",
-            "initial_id",
-            "composition",
-            "status",
-            "reason",
-            "energy",
-            "enthalpy_per_atom",
-            "volume",
-            "steps",
-            "pressure",
-            "iteration",
-            "e_hull",
-        )
+    ) -> RelaxationTable:
+        """The relaxations matching all the filters given, ordered by id."""
         where, args = [], []
         for col, val in (
             ("iteration", iteration),
@@ -848,21 +575,9 @@ class CampaignStore:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        q = f"SELECT {', '.join(cols)} FROM relaxations"
+        q = f"SELECT {', '.join(RelaxationTable.columns())} FROM relaxations"
         q += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        rows = self.conn.execute(q, args).fetchall()
-        out: dict[str, np.ndarray] = {}
-        for j, col in enumerate(cols):
-            vals = [r[j] for r in rows]
-            if col in ("id", "structure_id", "steps", "iteration"):
-                out[col] = np.array(vals, dtype=np.int64)
-            elif col in ("composition", "status", "reason"):
-                out[col] = np.array(vals, dtype=object)
-            elif col == "initial_id":
-                out[col] = np.array([-1 if v is None else v for v in vals], dtype=np.int64)
-            else:
-                out[col] = np.array([np.nan if v is None else v for v in vals], dtype=float)
-        return out
+        return RelaxationTable.from_rows(self.conn.execute(q, args).fetchall())
 
     def children(self, origin: str) -> dict[int, int]:
         """parent id -> id of its (latest) child structure of ``origin``."""
@@ -937,7 +652,7 @@ class CampaignStore:
     @staticmethod
     def _label_rows(results: Sequence[tuple[int, LabelResult]], iteration: int) -> list[tuple]:
         now = time.time()
-        rows = []
+        rows: list[tuple] = []
         for sid, r in results:
             if isinstance(r, Label):
                 stress = np.ascontiguousarray(r.stress, dtype=np.float64)
@@ -1040,6 +755,45 @@ class CampaignStore:
                 else:
                     out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0, att or 1)
         return out
+
+    def labelled_before(self, oracle: str, iteration: int) -> set[int]:
+        """Structures with an outcome from ``oracle`` recorded before ``iteration`` (the
+        final stage's labels, iteration -1, included)."""
+        q = "SELECT structure_id FROM labels WHERE oracle = ? AND iteration < ?"
+        return {r[0] for r in self.conn.execute(q, (oracle, iteration))}
+
+    def label_totals(self) -> tuple[int, int]:
+        """(successful, failed) outcomes of every oracle, all iterations."""
+        ok, n = self.conn.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM labels").fetchone()
+        return int(ok), int(n) - int(ok)
+
+    def oracles(self) -> list[str]:
+        """The oracles with at least one successful label, by name."""
+        q = "SELECT DISTINCT oracle FROM labels WHERE ok = 1 ORDER BY oracle"
+        return [r[0] for r in self.conn.execute(q)]
+
+    def label_cost(self) -> list[LabelCost]:
+        """Oracle single points per iteration (the final stage's as iteration -1)."""
+        q = (
+            "SELECT iteration, COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(wall_time), 0) "
+            "FROM labels GROUP BY iteration ORDER BY iteration"
+        )
+        return [
+            LabelCost(int(i), int(n), int(ok), float(t)) for i, n, ok, t in self.conn.execute(q)
+        ]
+
+    def oracle_wall_time(self) -> tuple[float, dict[str, float]]:
+        """Seconds of oracle work: single points (iterations >= 0, and relaxed geometries
+        a kill left without their relaxation's label), and per oracle-relaxation stage."""
+        q = "SELECT COALESCE(SUM(wall_time), 0) FROM labels WHERE iteration >= 0"
+        labels = float(self.conn.execute(q).fetchone()[0])
+        q = (
+            "SELECT COALESCE(SUM(l.wall_time), 0) FROM labels l WHERE l.iteration < 0 AND NOT "
+            "EXISTS (SELECT 1 FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)"
+        )
+        labels += float(self.conn.execute(q).fetchone()[0])
+        q = "SELECT stage, SUM(wall_time) FROM oracle_relaxations GROUP BY stage"
+        return labels, {str(k): float(v or 0.0) for k, v in self.conn.execute(q)}
 
     def failures(self, oracle: str | None = None) -> list[tuple[int, str, str, str]]:
         """Recorded failures as (structure_id, oracle, kind, reason)."""
@@ -1207,52 +961,15 @@ class CampaignStore:
         its = self.iterations()
         return its[-1] if its else None
 
-    # -- import / export --------------------------------------------------------------
+    # -- import / export (alcsp.store.exchange) ---------------------------------------
 
     def import_extxyz(
         self, path: str | os.PathLike, oracle: str = "import", iteration: int = 0
     ) -> list[int]:
-        """Seed the campaign with labelled frames (energy and forces required, stress
-        optional) from an extxyz file; one transaction. Returns the new structure ids."""
-        from ase.io import read
+        """Seed the campaign with labelled frames (``alcsp.store.exchange.import_extxyz``)."""
+        from alcsp.store.exchange import import_extxyz
 
-        from alcsp.structures import validate_atoms
-
-        frames = read(path, index=":")
-        labels: list[Label] = []
-        for k, a in enumerate(frames):
-            validate_atoms(a, k)
-            res = a.calc.results if a.calc is not None else {}
-            if "energy" not in res or "forces" not in res:
-                raise ValueError(
-                    f"{path}: frame {k} has no energy/forces; an imported frame must carry "
-                    "energy= in its comment line and forces in its columns"
-                )
-            stress = res.get("stress")
-            if stress is None:
-                stress3 = np.full((3, 3), np.nan)
-            else:
-                from ase.stress import voigt_6_to_full_3x3_stress
-
-                s = np.asarray(stress, dtype=float)
-                stress3 = voigt_6_to_full_3x3_stress(s) if s.shape == (6,) else s.reshape(3, 3)
-            # ASE's vocabulary: free_energy is F (force-consistent), energy is E0.
-            free = float(res.get("free_energy", res["energy"]))
-            labels.append(
-                Label(
-                    free,
-                    np.asarray(res["forces"], dtype=float),
-                    stress3,
-                    oracle,
-                    0.0,
-                    energy_zero=float(res["energy"]),
-                )
-            )
-        rows = self._structure_rows(frames, Origin.IMPORT, iteration, None)
-        with self._tx() as c:  # structures and labels together, or nothing
-            ids = self._insert_structures(c, rows)
-            self._insert_labels(c, self._label_rows(list(zip(ids, labels, strict=True)), iteration))
-        return ids
+        return import_extxyz(self, path, oracle, iteration)
 
     def export_extxyz(
         self,
@@ -1260,29 +977,10 @@ class CampaignStore:
         structure_ids: Sequence[int] | None = None,
         oracle: str | None = None,
     ) -> int:
-        """Write structures to extxyz. Without ids: the training set (with labels).
-        With ids: those structures, with ``oracle``'s labels where there are some.
-        Returns the number of frames written."""
-        from ase.io import write
+        """Write structures to extxyz (``alcsp.store.exchange.export_extxyz``)."""
+        from alcsp.store.exchange import export_extxyz
 
-        if structure_ids is None:
-            frames = self.training_set(oracle=oracle)
-        else:
-            frames = self.get_atoms(structure_ids)
-            if oracle is not None:
-                labels = self.get_labels(structure_ids, oracle)
-                for a in frames:
-                    lab = labels.get(a.info["structure_id"])
-                    if isinstance(lab, Label):
-                        a.calc = SinglePointCalculator(
-                            a,
-                            energy=lab.hull_energy,
-                            free_energy=lab.energy,
-                            forces=lab.forces,
-                            stress=lab.stress,
-                        )
-        write(path, frames, format="extxyz")
-        return len(frames)
+        return export_extxyz(self, path, structure_ids, oracle)
 
     def export_cif(
         self,
@@ -1290,17 +988,7 @@ class CampaignStore:
         structure_ids: Sequence[int],
         symprec: float | None = 0.01,
     ) -> list[Path]:
-        """Write one CIF per structure (``<id>_<formula>.cif``, symmetrised with ``symprec``
-        Å when given) through pymatgen; return the paths."""
-        from pymatgen.io.ase import AseAtomsAdaptor
-        from pymatgen.io.cif import CifWriter
+        """One CIF per structure (``alcsp.store.exchange.export_cif``)."""
+        from alcsp.store.exchange import export_cif
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for a in self.get_atoms(structure_ids):
-            s = AseAtomsAdaptor.get_structure(a)
-            p = d / f"{a.info['structure_id']}_{s.composition.reduced_formula}.cif"
-            CifWriter(s, symprec=symprec).write_file(p)
-            paths.append(p)
-        return paths
+        return export_cif(self, directory, structure_ids, symprec)

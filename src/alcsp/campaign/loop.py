@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,25 @@ import torch
 from ase import Atoms
 
 from alcsp import __version__
+from alcsp.campaign.events import (
+    CampaignStopped,
+    Event,
+    EventSink,
+    IterationFinished,
+    Notice,
+    StageProgress,
+    StageStarted,
+    describe,
+)
+from alcsp.campaign.final import final_choice
 from alcsp.committee import Committee, first_crossing, train_committee
-from alcsp.compositions import composition_key, enumerate_compositions
+from alcsp.compositions import enumerate_compositions
 from alcsp.config import CampaignConfig, parse_config
 from alcsp.dedup import Deduplicator
 from alcsp.execute import TaskResult, make_executor
 from alcsp.generate import StructureGenerator
-from alcsp.hull import HullResult, build_hull
-from alcsp.label import label_structures
+from alcsp.label import LabelSummary, label_structures
+from alcsp.oracle.base import LabelResult
 from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
 from alcsp.potential.model import ACNN, ACNNConfig
@@ -46,54 +57,19 @@ from alcsp.relax.runner import RelaxResult
 from alcsp.search import ShardJob, ShardResult, relax_shard, relaxed_fingerprint
 from alcsp.select import Candidate, cap_selection, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
+from alcsp.store.hulls import (
+    HullSnapshot,
+    LabelledHull,
+    hull_of,
+    labelled_hull,
+    reference_names,
+    terminal_warnings,
+)
 from alcsp.structures import StructureBatch
 from alcsp.units import GPA
+from alcsp.vocab import OracleRelaxStatus, OracleStage, Origin, RelaxStatus, Stage, composition_key
 
 Say = Callable[[str], None]
-
-
-@dataclass
-class HullSnapshot:
-    """The oracle-level hull after an iteration: stable compositions and their formation
-    enthalpies (eV/atom), and the best label of each stable composition."""
-
-    stable: dict[str, float]
-    structure_ids: dict[str, int]
-    n_entries: int
-
-    def to_json(self) -> dict:
-        return {
-            "stable": self.stable,
-            "structure_ids": self.structure_ids,
-            "n_entries": self.n_entries,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict | None) -> HullSnapshot | None:
-        if not d:
-            return None
-        return cls(
-            dict(d["stable"]),
-            {k: int(v) for k, v in d["structure_ids"].items()},
-            int(d["n_entries"]),
-        )
-
-    def same_as(self, other: HullSnapshot | None, tol: float) -> bool:
-        if other is None or set(self.stable) != set(other.stable):
-            return False
-        return all(abs(self.stable[k] - other.stable[k]) <= tol for k in self.stable)
-
-
-@dataclass
-class LabelledHull:
-    """The hull of a campaign's oracle labels: ``hull`` entries are ``structures[kept[i]]``."""
-
-    hull: HullResult
-    structures: list[Atoms]  # every successful label, with info["structure_id"]
-    kept: np.ndarray  # [M] index into structures of each hull entry
-
-    def structure_id(self, entry: int) -> int:
-        return int(self.structures[self.kept[entry]].info["structure_id"])
 
 
 def _load_references(config: CampaignConfig, base_dir: Path) -> list[Reference]:
@@ -111,101 +87,20 @@ def _load_references(config: CampaignConfig, base_dir: Path) -> list[Reference]:
     )
 
 
-def _space_group(atoms: Atoms) -> str:
-    import spglib
-
-    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-    return spglib.get_spacegroup(cell, symprec=0.1) or "P1"
-
-
-def hull_of(keys: np.ndarray, enthalpy: np.ndarray, elements: tuple[str, ...]):
-    """Hull of the entries whose elements all have a pure entry: (HullResult, kept indices),
-    or None when no entry qualifies. Entries of compositions with a missing terminal are
-    left out (their E_hull is undefined), never guessed."""
-    if len(keys) == 0:
-        return None
-    from pymatgen.core import Composition
-
-    have = {str(Composition(k).elements[0]) for k in set(keys) if len(Composition(k)) == 1}
-    keep = np.array([{str(e) for e in Composition(k).elements} <= have for k in keys])
-    if not keep.any():
-        return None
-    idx = np.nonzero(keep)[0]
-    present = tuple(e for e in elements if e in have)
-    return build_hull(list(keys[idx]), np.asarray(enthalpy)[idx], elements=present), idx
-
-
-def labelled_hull(
-    store: CampaignStore, oracle: str, pressure_gpa: float, elements: tuple[str, ...]
-) -> LabelledHull | None:
-    """Hull of every successful label of ``oracle``, enthalpies at ``pressure_gpa``."""
-    data = store.training_set(oracle)
-    if not data:
-        return None
-    p = pressure_gpa * GPA
-    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-    # E0, the zero-smearing energy (``get_potential_energy()`` of a stored label; training
-    # uses the force-consistent free energy instead). ENERGY_DEFINITION says so to users.
-    h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
-    built = hull_of(keys, h, elements)
-    return None if built is None else LabelledHull(built[0], data, built[1])
-
-
-#: What every hull of a campaign is built from, in the words status and reports use.
-ENERGY_DEFINITION = (
-    "enthalpy H = E0 + PV per atom, E0 the oracle's energy extrapolated to zero smearing "
-    "(training uses the force-consistent free energy F)"
-)
-
-
-def reference_names(store: CampaignStore) -> dict[int, str]:
-    """Stored reference phases: structure id -> name (e.g. "fcc Ca")."""
-    raw = store.meta("references")
-    return {int(k): str(v) for k, v in json.loads(raw).items()} if raw else {}
-
-
-def terminal_warnings(store: CampaignStore, config: CampaignConfig) -> list[str]:
-    """Per element: a warning when the search's best terminal and the best reference phase
-    (each after any oracle relaxation) differ by more than the hull tolerance."""
-    from alcsp.references import wrong_terminal_warnings
-
-    names = reference_names(store)
-    if not names:
-        return []
-    lh = labelled_hull(store, config.oracle.name, config.campaign.pressure, config.elements)
-    if lh is None:
-        return []
-    parents = {
-        r.structure_id: r.parent_id
-        for r in store.oracle_relaxations()
-        if r.structure_id is not None
-    }
-    found: dict[str, tuple[str, float]] = {}
-    ref: dict[str, tuple[str, float]] = {}
-    for i in range(len(lh.kept)):
-        key = lh.hull.keys[lh.hull.comp_index[i]]
-        if key not in config.elements:
-            continue
-        sid = lh.structure_id(i)
-        root = parents.get(sid, sid)
-        a = lh.structures[lh.kept[i]]
-        h = float(lh.hull.enthalpy[i])
-        if root in names or a.info["origin"] == "reference_phase":
-            target, what = ref, names.get(root, f"reference structure {sid}")
-        else:
-            target, what = found, f"structure {sid}, {_space_group(a)}"
-        if key not in target or h < target[key][1]:
-            target[key] = (what, h)
-    return wrong_terminal_warnings(found, ref, config.campaign.hull_tolerance)
-
-
 class Campaign:
     """One campaign directory: its config, store, oracle and executor."""
 
-    def __init__(self, store: CampaignStore, config: CampaignConfig, say: Say | None = None):
+    def __init__(
+        self,
+        store: CampaignStore,
+        config: CampaignConfig,
+        say: Say | None = None,
+        events: EventSink | None = None,
+    ):
         self.store = store
         self.config = config
-        self.say: Say = say or (lambda msg: None)
+        self._say = say
+        self._events = events
         self.space = enumerate_compositions(config.compositions)
         if len(self.space) == 0:
             raise ValueError("[compositions] rules allow no composition at all; loosen them")
@@ -221,6 +116,7 @@ class Campaign:
         config_text: str,
         say: Say | None = None,
         base_dir: str | Path = ".",
+        events: EventSink | None = None,
     ) -> Campaign:
         """A new campaign in ``directory``; ``[references]`` files are read relative to
         ``base_dir`` (the config file's folder) and stored, before anything is written.
@@ -239,11 +135,11 @@ class Campaign:
             )
             # A campaign on the temporary store only to add the references; its oracle's
             # folder (in the temporary folder) is never used.
-            cls(store, config, say)._add_references(references)
+            cls(store, config, say, events)._add_references(references)
 
         store = CampaignStore.create(directory, config_text, __version__, populate=populate)
         try:
-            return cls(store, config, say)
+            return cls(store, config, say, events)
         except BaseException:
             store.close()
             raise
@@ -255,6 +151,7 @@ class Campaign:
         say: Say | None = None,
         config_text: str | None = None,
         base_dir: str | Path = ".",
+        events: EventSink | None = None,
     ) -> Campaign:
         """Open an existing campaign; ``config_text`` replaces its config (e.g. a new budget,
         more references: those not yet in the store are added)."""
@@ -269,7 +166,7 @@ class Campaign:
             store.set_meta("config", config_text)
         try:
             campaign = cls(
-                store, parse_config(store.config_text, source=f"{directory} config"), say
+                store, parse_config(store.config_text, source=f"{directory} config"), say, events
             )
             if references is not None:
                 campaign._add_references(references)
@@ -285,11 +182,24 @@ class Campaign:
         if not new:
             return
         ids = self.store.add_structures(
-            [r.atoms for r in new], origin="reference_phase", iteration=0
+            [r.atoms for r in new], origin=Origin.REFERENCE_PHASE, iteration=0
         )
         names.update({sid: r.name for sid, r in zip(ids, new, strict=True)})
         self.store.set_meta("references", json.dumps({str(k): v for k, v in names.items()}))
-        self.say(f"references: {', '.join(r.name for r in new)}")
+        self._notice(f"references: {', '.join(r.name for r in new)}")
+
+    # ------------------------------------------------------------------ telling the user
+    def emit(self, event: Event) -> None:
+        """Hand ``event`` to the subscriber; a ``say`` callback gets its log line."""
+        if self._events is not None:
+            self._events(event)
+        if self._say is not None:
+            line = describe(event)
+            if line is not None:
+                self._say(line)
+
+    def _notice(self, text: str, iteration: int | None = None, warning: bool = False) -> None:
+        self.emit(Notice(text, iteration, warning))
 
     def reference_names(self) -> dict[int, str]:
         return reference_names(self.store)
@@ -329,22 +239,22 @@ class Campaign:
             why = self.stop_reason(cfg.max_iterations)
             if why is not None:
                 reason = f"converged: {why}"
-        self.say(f"search stops: {reason}")
+        self.emit(CampaignStopped(reason))
         self.store.set_meta("stop_reason", reason)
         return self.final_relaxation()
 
     def iteration(self, n: int) -> None:
         t0 = time.perf_counter()
-        self.store.start_iteration(n, "train")
+        self.store.start_iteration(n, Stage.TRAIN)
         model = self.train(n)
         committee = self.committee(n, model)
         t1 = time.perf_counter()
-        self.store.update_iteration(n, stage="search", timings={"train": t1 - t0})
+        self.store.update_iteration(n, stage=Stage.SEARCH, timings={"train": t1 - t0})
         n_relaxed = self.search(n, model, committee)
         t2 = time.perf_counter()
-        self.store.update_iteration(n, stage="select", timings={"search": t2 - t1})
+        self.store.update_iteration(n, stage=Stage.SELECT, timings={"search": t2 - t1})
         ids = self.select(n, model, committee)
-        self.store.update_iteration(n, stage="label", counts={"selected": len(ids)})
+        self.store.update_iteration(n, stage=Stage.LABEL, counts={"selected": len(ids)})
         self.label(ids, n)
         ok, failed = self._label_counts(ids)
         t3 = time.perf_counter()
@@ -353,7 +263,7 @@ class Campaign:
         stats = self._relax_stats(n)
         self.store.update_iteration(
             n,
-            stage="done",
+            stage=Stage.DONE,
             hull=hull.to_json() if hull else None,
             finished=True,
             counts={
@@ -365,23 +275,28 @@ class Campaign:
             },
             timings={"select_label": t3 - t2},
         )
-        stable = ", ".join(sorted(hull.stable)) if hull else "none yet"
-        self.say(
-            f"iteration {n} done: {stats['relaxations']} relaxed, {ok} "
-            f"labelled ({failed} failed); stable: {stable}"
+        self.emit(
+            IterationFinished(
+                n,
+                self.config.campaign.max_iterations,
+                stats["relaxations"],
+                ok,
+                failed,
+                tuple(sorted(hull.stable)) if hull else (),
+            )
         )
 
     # ------------------------------------------------------------------ stages
     def initial_data(self) -> None:
         """Iteration 0: N0 random structures across the space, labelled by the oracle."""
         cfg = self.config.campaign
-        record = self.store.start_iteration(0, "initial")
-        ids = self.store.structure_ids(origin="initial", iteration=0)
+        record = self.store.start_iteration(0, Stage.INITIAL)
+        ids = self.store.structure_ids(origin=Origin.INITIAL, iteration=0)
         if not ids and cfg.initial_structures:
             structures = self.random_structures(cfg.initial_structures, iteration=0, stage=0)
-            ids = self.store.add_structures(structures, origin="initial", iteration=0)
-            self.say(f"iteration 0: {len(ids)} random structures to label")
-        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
+            ids = self.store.add_structures(structures, origin=Origin.INITIAL, iteration=0)
+            self._notice(f"iteration 0: {len(ids)} random structures to label")
+        refs = self.store.structure_ids(origin=Origin.REFERENCE_PHASE, iteration=0)
         ids = self._within_budget(refs + ids)  # references first
         self.label(ids, 0)
         self.relax_references()
@@ -391,7 +306,7 @@ class Campaign:
         hull = self.oracle_hull()
         self.store.update_iteration(
             0,
-            stage="done",
+            stage=Stage.DONE,
             hull=hull.to_json() if hull else None,
             finished=True,
             counts={"labelled": ok, "label_failures": failed},
@@ -401,12 +316,12 @@ class Campaign:
         """Relax every successfully labelled reference phase with the oracle (once; a kill
         resumes each from its checkpoint). The relaxed phases are labels like any other:
         on every hull and in the training set."""
-        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
-        done = {r.parent_id for r in self.store.oracle_relaxations("references")}
+        refs = self.store.structure_ids(origin=Origin.REFERENCE_PHASE, iteration=0)
+        done = {r.parent_id for r in self.store.oracle_relaxations(OracleStage.REFERENCES)}
         ok = self.store.labelled_ids(self.oracle.name, include_failures=False)
         todo = [i for i in refs if i in ok and i not in done]
         if todo:
-            self._oracle_relax(todo, "references", 0)
+            self._oracle_relax(todo, OracleStage.REFERENCES, 0)
 
     def _oracle_relax(self, ids: list[int], stage: str, round_: int) -> None:
         """Relax ``ids`` with the oracle within the budget left; store each outcome."""
@@ -417,15 +332,16 @@ class Campaign:
         steps = fin.max_steps
         if left is not None:
             if left <= 0:
-                self.say(f"{stage}: oracle budget spent; {len(ids)} relaxations not run")
+                self._notice(f"{stage}: oracle budget spent; {len(ids)} relaxations not run")
                 return
             # each step is one oracle call, plus the first evaluation
             steps = max(1, min(steps, left // len(ids) - 1))
         names = self.reference_names()
-        self.say(
+        self._notice(
             f"{stage}: relaxing {len(ids)} structures with {self.oracle.name} "
             f"(at most {steps} steps each)"
         )
+        self.emit(StageStarted(round_, stage, len(ids), "oracle relaxations"))
         results = relax_with_oracle(
             self.oracle,
             self.store.get_atoms(ids),
@@ -440,9 +356,9 @@ class Campaign:
             what = names.get(sid, f"structure {sid}")
             if isinstance(r, OracleRelaxFailure):
                 self.store.add_oracle_relaxation(
-                    sid, stage, round_, "failed", 0, r.calls, r.wall_time, r.reason
+                    sid, stage, round_, OracleRelaxStatus.FAILED, 0, r.calls, r.wall_time, r.reason
                 )
-                self.say(f"{stage}: relaxing {what} failed: {r.reason}")
+                self._notice(f"{stage}: relaxing {what} failed: {r.reason}")
                 continue
             self.store.add_oracle_relaxation(
                 sid,
@@ -455,8 +371,8 @@ class Campaign:
                 relaxed=r.atoms,
                 label=r.label(self.oracle.name),
             )
-            if str(r.status) != "converged":
-                self.say(
+            if r.status != OracleRelaxStatus.CONVERGED:
+                self._notice(
                     f"{stage}: {what} stopped at its {r.status} after {r.steps} steps "
                     "(stored and marked)"
                 )
@@ -483,7 +399,7 @@ class Campaign:
             for f in result.failures:
                 failures.setdefault(f.composition, f.reason)
         for comp, reason in sorted(failures.items()):
-            self.say(f"could not generate {comp}: {reason}")
+            self._notice(f"could not generate {comp}: {reason}")
         return out
 
     def train(self, n: int):
@@ -500,11 +416,16 @@ class Campaign:
         previous = [r for r in self.store.models() if r.iteration == n - 1]
         start = load_model(self.store.model_path(previous[-1])) if previous else self.config.model
         tcfg = replace(self.config.train, seed=self.config.campaign.seed * 1000 + n)
-        self.say(
+        self._notice(
             f"iteration {n}: training ACNN on {len(data)} labels "
             f"({'warm start' if previous else 'fresh'}, {tcfg.steps} steps)"
         )
-        model, report = train(data, start, tcfg)
+        self.emit(StageStarted(n, Stage.TRAIN, tcfg.steps, "steps"))
+
+        def progress(step: int, steps: int, loss: float, val: object) -> None:
+            self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
+
+        model, report = train(data, start, tcfg, progress=progress)
         path = save_model(
             model,
             self.store.models_dir() / f"acnn-{n:03d}.pt",
@@ -512,7 +433,7 @@ class Campaign:
         )
         self.store.add_model(path, n, report.to_dict())
         if report.validation:
-            self.say(f"iteration {n}: validation {report.validation}")
+            self._notice(f"iteration {n}: validation {report.validation}")
         return model
 
     def committee(self, n: int, model: ACNN) -> Committee | None:
@@ -534,7 +455,7 @@ class Campaign:
                 starts.append(load_model(prev) if prev.is_file() else self.config.model)
             tcfg = cc.train_config(self.config.train)
             seeds = [self.config.campaign.seed * 1000 + n + 100_003 * k for k in todo]
-            self.say(
+            self._notice(
                 f"iteration {n}: training {len(todo)} more committee members on "
                 f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)"
             )
@@ -571,7 +492,7 @@ class Campaign:
         )
         kept = self._within_force_cap(data)
         if len(kept) < len(data):
-            self.say(
+            self._notice(
                 f"training leaves out {len(data) - len(kept)} labels with force components "
                 f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)"
             )
@@ -597,12 +518,12 @@ class Campaign:
         gets a ``trust_frame``: its first frame where the committee's force deviation
         exceeds ``[[selection]] force_deviation``, labelled instead of the collapsed end."""
         cfg = self.config.campaign
-        ids = self.store.structure_ids(origin="random", iteration=n)
+        ids = self.store.structure_ids(origin=Origin.RANDOM, iteration=n)
         if not ids and cfg.structures_per_iteration:
             structures = self.random_structures(
                 cfg.structures_per_iteration, n, stage=1, volumes=self._volume_hints()
             )
-            ids = self.store.add_structures(structures, origin="random", iteration=n)
+            ids = self.store.add_structures(structures, origin=Origin.RANDOM, iteration=n)
         # decorations last: B_max, counted in order, then ends them before the random cells
         ids = self._reference_starts(n) + ids + self._decoration_starts(n)
         done = self.store.relaxed_initial_ids("acnn")
@@ -617,8 +538,8 @@ class Campaign:
         ]
         if not chunks:
             return 0
-        if search_should_stop(self._count_status(n, "unphysical"), b_max):
-            self.say(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
+        if search_should_stop(self._count_status(n, RelaxStatus.UNPHYSICAL), b_max):
+            self._notice(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
             return 0
         path = str(self._model_path(n))
         jobs = [
@@ -632,6 +553,7 @@ class Campaign:
             for c in chunks
         ]
         relaxed, left = 0, sum(map(len, chunks))
+        self.emit(StageStarted(n, Stage.SEARCH, left, "structures"))
         t0 = time.perf_counter()
         ready: dict[int, TaskResult[ShardResult]] = {}
         k = 0  # the next shard to store
@@ -644,7 +566,7 @@ class Campaign:
                     chunk = chunks[k]
                     k += 1
                     if not res.ok:
-                        self.say(
+                        self._notice(
                             f"iteration {n}: a shard of {len(chunk)} structures failed "
                             f"({type(res.error).__name__}: {res.error}); a resumed run "
                             "retries it"
@@ -654,16 +576,18 @@ class Campaign:
                     self._store_shard(n, chunk, res.value, committee)
                     relaxed += len(chunk)
                     rate = relaxed / max(time.perf_counter() - t0, 1e-9)
-                    self.say(f"iteration {n}: relaxed {relaxed}/{left} ({rate:.1f} structures/s)")
+                    self.emit(
+                        StageProgress(n, Stage.SEARCH, relaxed, left, unit="structures", rate=rate)
+                    )
                     if k < len(chunks) and search_should_stop(
-                        self._count_status(n, "unphysical"), b_max
+                        self._count_status(n, RelaxStatus.UNPHYSICAL), b_max
                     ):
-                        self.say(
+                        self._notice(
                             f"iteration {n}: B_max = {b_max} unphysical structures: search ends"
                         )
                         return relaxed
         finally:
-            results.close()  # type: ignore[attr-defined]  # an early stop cancels the rest
+            results.close()  # an early stop cancels the rest
         return relaxed
 
     def _model_path(self, n: int) -> Path:
@@ -698,11 +622,11 @@ class Campaign:
         """Store the first frame past the committee's trust level of each relaxation that
         did not converge (none when no frame before the end crosses it)."""
         threshold = self.config.selection.for_iteration(n).force_deviation
-        have = self.store.children("trust_frame")
+        have = self.store.children(Origin.TRUST_FRAME)
         todo = [
             (sid, r)
             for sid, r in zip(ids, results, strict=True)
-            if r.status != "converged" and sid not in have and len(r.frames) > 1
+            if r.status != RelaxStatus.CONVERGED and sid not in have and len(r.frames) > 1
         ]
         if not todo:
             return
@@ -716,7 +640,9 @@ class Campaign:
                 picks.append(r.frames[k].copy())
                 parents.append(sid)
         if picks:
-            self.store.add_structures(picks, origin="trust_frame", iteration=n, parent_ids=parents)
+            self.store.add_structures(
+                picks, origin=Origin.TRUST_FRAME, iteration=n, parent_ids=parents
+            )
 
     def _decoration_starts(self, n: int) -> list[int]:
         """Iteration n's decorations of the ``[campaign] decorations`` lattices (every one
@@ -724,7 +650,7 @@ class Campaign:
         per atom of their elements: the oracle's where it has relaxed the element (a
         reference), else the generator's start volume. Stored once per iteration."""
         lattices = self.config.campaign.decorations
-        ids = self.store.structure_ids(origin="decoration", iteration=n)
+        ids = self.store.structure_ids(origin=Origin.DECORATION, iteration=n)
         if ids or not lattices:
             return ids
         from alcsp.decorations import decoration_starts
@@ -742,23 +668,23 @@ class Campaign:
             self.config.compositions.max_cell_atoms,
             volumes,
         )
-        return self.store.add_structures(starts, origin="decoration", iteration=n)
+        return self.store.add_structures(starts, origin=Origin.DECORATION, iteration=n)
 
     def _reference_starts(self, n: int) -> list[int]:
         """The reference phases as starts of iteration n's ACNN search (their oracle-relaxed
         geometry where there is one), so that they are on the ACNN hull too."""
-        ids = self.store.structure_ids(origin="reference_phase", iteration=n)
-        refs = self.store.structure_ids(origin="reference_phase", iteration=0)
+        ids = self.store.structure_ids(origin=Origin.REFERENCE_PHASE, iteration=n)
+        refs = self.store.structure_ids(origin=Origin.REFERENCE_PHASE, iteration=0)
         if ids or not refs:
             return ids
         relaxed = {
             r.parent_id: r.structure_id
-            for r in self.store.oracle_relaxations("references")
+            for r in self.store.oracle_relaxations(OracleStage.REFERENCES)
             if r.structure_id is not None
         }
         starts = self.store.get_atoms([relaxed.get(i, i) for i in refs])
         return self.store.add_structures(
-            starts, origin="reference_phase", iteration=n, parent_ids=refs
+            starts, origin=Origin.REFERENCE_PHASE, iteration=n, parent_ids=refs
         )
 
     def select(
@@ -773,60 +699,60 @@ class Campaign:
         ``model`` given, earlier structures of that element stand in (``terminal_references``).
         """
         rel = self.store.relaxations(iteration=n, method="acnn")
-        if len(rel["id"]) == 0:
+        if len(rel.id) == 0:
             return []
-        keys = np.array([composition_key(c) for c in rel["composition"]], dtype=object)
+        keys = np.array([composition_key(c) for c in rel.composition], dtype=object)
         e_hull = np.full(len(keys), np.nan)
-        conv = rel["status"] == "converged"
+        conv = rel.status == RelaxStatus.CONVERGED
         ref_keys, ref_h = self.terminal_references(n, set(keys[conv]), model)
         n_conv = int(conv.sum())
         hull = self._hull(
             np.concatenate([keys[conv], ref_keys]),
-            np.concatenate([rel["enthalpy_per_atom"][conv], ref_h]),
+            np.concatenate([rel.enthalpy_per_atom[conv], ref_h]),
         )
         if hull is not None:
             own = hull[1] < n_conv  # this iteration's entries; the references come after
             idx, values = hull[1][own], hull[0].e_hull[own]
             e_hull[np.nonzero(conv)[0][idx]] = values
-            self.store.set_e_hull(rel["id"][conv][idx].tolist(), values.tolist())
-        fps = self.store.fingerprints(rel["id"].tolist())
+            self.store.set_e_hull(rel.id[conv][idx].tolist(), values.tolist())
+        fps = self.store.fingerprints(rel.id.tolist())
         spread = np.zeros(len(keys))  # [S] eV/atom
         frames: dict[int, int] = {}
         if committee is not None:
             placed = np.nonzero(conv & np.isfinite(e_hull))[0]
-            atoms = self.store.get_atoms([int(i) for i in rel["structure_id"][placed]])
+            atoms = self.store.get_atoms([int(i) for i in rel.structure_id[placed]])
             spread[placed] = committee.evaluate(atoms, self.config.campaign.pressure).energy_std
-            frames = self.store.children("trust_frame")
+            frames = self.store.children(Origin.TRUST_FRAME)
         candidates = []
         for k in range(len(keys)):
-            status = str(rel["status"][k])
-            if status == "converged" and not math.isfinite(e_hull[k]):
+            status = str(rel.status[k])
+            if status == RelaxStatus.CONVERGED and not math.isfinite(e_hull[k]):
                 continue  # a composition the ACNN hull could not place (missing terminal)
-            sid = int(rel["structure_id"][k])
-            if status != "converged":
-                sid = frames.get(int(rel["initial_id"][k]), sid)
+            sid = int(rel.structure_id[k])
+            if status != RelaxStatus.CONVERGED:
+                sid = frames.get(int(rel.initial_id[k]), sid)
             candidates.append(
                 Candidate(
                     id=str(sid),
                     composition=str(keys[k]),
-                    enthalpy_per_atom=float(rel["enthalpy_per_atom"][k]),
+                    enthalpy_per_atom=float(rel.enthalpy_per_atom[k]),
                     e_hull=float(e_hull[k]),
                     status=status,
-                    fingerprint=fps.get(int(rel["id"][k])),
+                    fingerprint=fps.get(int(rel.id[k])),
                     spread=float(spread[k]),
                 )
             )
         labelled = self._labelled_before(n)
         known = Deduplicator(self.config.dedup)
         all_rel = self.store.relaxations(method="acnn")
-        all_fps = self.store.fingerprints(all_rel["id"].tolist())
-        for k, sid in enumerate(all_rel["structure_id"]):
-            fp = all_fps.get(int(all_rel["id"][k]))
+        all_fps = self.store.fingerprints(all_rel.id.tolist())
+        for k, sid in enumerate(all_rel.structure_id):
+            fp = all_fps.get(int(all_rel.id[k]))
             if int(sid) in labelled and fp is not None:
                 known.add(
                     str(sid),
-                    composition_key(all_rel["composition"][k]),
-                    float(all_rel["enthalpy_per_atom"][k]),
+                    composition_key(all_rel.composition[k]),
+                    float(all_rel.enthalpy_per_atom[k]),
                     fp,
                 )
         full = select_for_labelling(
@@ -844,7 +770,7 @@ class Campaign:
             if len(selection.ids) < len(full.ids)
             else ""
         )
-        self.say(
+        self._notice(
             f"iteration {n}: selected {len(selection.minima)} minima from "
             f"{len(selection.compositions)} compositions + {len(selection.failures)} "
             f"unconverged/unphysical{capped}; labelling {len(ids)}"
@@ -865,14 +791,16 @@ class Campaign:
             caps.append(max(1, left // (cfg.max_iterations - n + 2)))
         return min(caps) if caps else None
 
-    def label(self, ids: list[int], n: int):
-        def progress(sid, result):
-            nonlocal done
-            done += 1
-            if done % 10 == 0 or done == len(ids):
-                self.say(f"iteration {n}: oracle jobs {done}/{len(ids)}")
+    def label(self, ids: list[int], n: int) -> LabelSummary:
+        done = failed = 0
 
-        done = 0
+        def progress(sid: int, result: LabelResult) -> None:
+            nonlocal done, failed
+            done += 1
+            failed += not result.ok
+            self.emit(StageProgress(n, Stage.LABEL, done, len(ids), failed, unit="oracle jobs"))
+
+        self.emit(StageStarted(n, Stage.LABEL, len(ids), "oracle jobs"))
         return label_structures(
             self.store, self.oracle, ids, self.executor, iteration=n, on_result=progress
         )
@@ -885,7 +813,7 @@ class Campaign:
         if not new:
             return {}
         m = evaluate(model, new)
-        self.say(f"iteration {n}: model {n} on its {len(new)} new labels: {m}")
+        self._notice(f"iteration {n}: model {n} on its {len(new)} new labels: {m}")
         return {
             "energy_mev_per_atom": m.energy_mev_per_atom,
             "force_mev_per_a": m.force_mev_per_a,
@@ -932,21 +860,21 @@ class Campaign:
         hull = self.oracle_hull()
         if hull is not None:
             self.store.set_meta("final_hull", json.dumps(hull.to_json()))
-            self.say(
+            self._notice(
                 "final hull: "
                 + ", ".join(
                     f"{k} ({v * 1000:.1f} meV/atom)" for k, v in sorted(hull.stable.items())
                 )
             )
             for warning in self.terminal_warnings():
-                self.say(f"warning: {warning}")
+                self._notice(warning, warning=True)
         return hull
 
     def _final_relax(self, ids: list[int], round_: int) -> None:
-        done = {r.parent_id for r in self.store.oracle_relaxations("final")}
+        done = {r.parent_id for r in self.store.oracle_relaxations(OracleStage.FINAL)}
         todo = [i for i in ids if i not in done]
         if todo:
-            self._oracle_relax(todo, "final", round_)
+            self._oracle_relax(todo, OracleStage.FINAL, round_)
 
     def final_terminals(self) -> list[int]:
         """Every element's lowest label, unless it is already an oracle-relaxed structure
@@ -964,51 +892,16 @@ class Campaign:
         lh = self._labelled_hull()
         if lh is None:
             return [], []
-        hull = lh.hull
-        relaxed_parents = {r.parent_id for r in self.store.oracle_relaxations()}
-        sids = [lh.structure_id(i) for i in range(len(lh.kept))]
-        atoms = [lh.structures[k] for k in lh.kept]
-        origin = [a.info["origin"] for a in atoms]
-        keys = [hull.keys[hull.comp_index[i]] for i in range(len(sids))]
-        elements = set(self.config.elements)
-        order = sorted(range(len(sids)), key=lambda i: (hull.e_hull[i], sids[i]))
-        picks: list[int] = []
-        for el in self.config.elements:
-            own = [i for i in order if keys[i] == el]
-            if own and origin[own[0]] != "oracle_relaxed" and sids[own[0]] not in relaxed_parents:
-                picks.append(sids[own[0]])
-        dedup = Deduplicator(self.config.dedup)
-        h = hull.enthalpy
-
-        def fp_of(i: int):
-            return self._fingerprint(atoms[i])
-
-        for i in order:  # anything relaxed before blocks its duplicates
-            if keys[i] not in elements and (
-                origin[i] == "oracle_relaxed" or sids[i] in relaxed_parents
-            ):
-                fp = fp_of(i)
-                if fp is not None:
-                    dedup.add(str(sids[i]), keys[i], float(h[i]), fp)
-        queues: dict[str, list[int]] = {}
-        window = self.config.final.e_hull_window
-        for i in order:
-            if (
-                keys[i] in elements
-                or hull.e_hull[i] > window + 1e-12
-                or origin[i] == "oracle_relaxed"
-                or sids[i] in relaxed_parents
-            ):
-                continue
-            fp = fp_of(i)
-            if fp is None or dedup.add(str(sids[i]), keys[i], float(h[i]), fp) is None:
-                queues.setdefault(keys[i], []).append(sids[i])
-        compounds: list[int] = []
-        while len(compounds) < m and any(queues.values()):
-            for key in list(queues):  # dicts keep insertion order: best E_hull first
-                if queues[key] and len(compounds) < m:
-                    compounds.append(queues[key].pop(0))
-        return picks, compounds
+        choice = final_choice(
+            lh,
+            {r.parent_id for r in self.store.oracle_relaxations()},
+            self.config.elements,
+            self.config.dedup,
+            self.config.final.e_hull_window,
+            m,
+            self._fingerprint,
+        )
+        return choice.terminals, choice.compounds
 
     def terminal_warnings(self) -> list[str]:
         return terminal_warnings(self.store, self.config)
@@ -1095,8 +988,7 @@ class Campaign:
         """Structures with an outcome from this oracle recorded before iteration ``n`` (or
         by the final relaxation). Iteration n's selection excludes these and only these, so
         a selection redone after a restart that had labelled part of it is the same one."""
-        q = "SELECT structure_id FROM labels WHERE oracle = ? AND iteration < ?"
-        return {r[0] for r in self.store.conn.execute(q, (self.oracle.name, n))}
+        return self.store.labelled_before(self.oracle.name, n)
 
     def terminal_references(
         self, n: int, present: set[str], model
@@ -1110,16 +1002,16 @@ class Campaign:
         missing = [e for e in self.config.elements if e not in present]
         if not missing or model is None:
             return np.array([], dtype=object), np.array([], dtype=float)
-        rel = self.store.relaxations(status="converged", method="acnn")
+        rel = self.store.relaxations(status=RelaxStatus.CONVERGED, method="acnn")
         ids: list[int] = []
         for el in missing:
             own = [
                 k
-                for k in range(len(rel["id"]))
-                if rel["iteration"][k] < n and composition_key(rel["composition"][k]) == el
+                for k in range(len(rel.id))
+                if rel.iteration[k] < n and composition_key(rel.composition[k]) == el
             ]
-            own.sort(key=lambda k: rel["enthalpy_per_atom"][k])
-            ids += [int(rel["structure_id"][k]) for k in own[:3]]
+            own.sort(key=lambda k: rel.enthalpy_per_atom[k])
+            ids += [int(rel.structure_id[k]) for k in own[:3]]
         atoms = self.store.get_atoms(ids) + [
             a
             for a in self._within_force_cap(self.store.training_set(self.oracle.name))
@@ -1136,7 +1028,7 @@ class Campaign:
                 if math.isfinite(h) and h < best.get(key, math.inf):
                     best[key] = h
         for el in missing:
-            self.say(
+            self._notice(
                 f"iteration {n}: no converged {el} relaxation in this iteration; "
                 + (
                     f"hull reference {best[el]:.4f} eV/atom from earlier {el} structures"
@@ -1164,16 +1056,16 @@ class Campaign:
 
     def _relax_stats(self, n: int) -> dict:
         rel = self.store.relaxations(iteration=n, method="acnn")
-        status = rel["status"]
+        status = rel.status
         return {
             "relaxations": int(len(status)),
-            "converged": int((status == "converged").sum()),
-            "max_steps": int((status == "max_steps").sum()),
-            "unphysical": int((status == "unphysical").sum()),
+            "converged": int((status == RelaxStatus.CONVERGED).sum()),
+            "max_steps": int((status == RelaxStatus.MAX_STEPS).sum()),
+            "unphysical": int((status == RelaxStatus.UNPHYSICAL).sum()),
         }
 
     def _count_status(self, n: int, status: str) -> int:
-        return int((self.store.relaxations(iteration=n, method="acnn")["status"] == status).sum())
+        return self.store.relaxations(iteration=n, method="acnn").count(status)
 
     def _volume_hints(self) -> dict[str, float]:
         """Start volumes per atom per composition, from the oracle, never from model
@@ -1184,7 +1076,7 @@ class Campaign:
         tol = max(0.1 * abs(p), 2.0)
         vols: dict[str, list[float]] = {}
         for a in self.store.training_set(self.oracle.name):
-            ok = a.info["origin"] == "oracle_relaxed"
+            ok = a.info["origin"] == Origin.ORACLE_RELAXED
             if not ok and "stress" in a.calc.results:
                 ok = abs(-float(np.trace(a.calc.results["stress"])) / 3 / GPA - p) <= tol
             if ok:

@@ -1,0 +1,110 @@
+"""A stored campaign at a glance (``alcsp status`` and the report's header): what the
+store holds, read without the campaign, its model or its oracle."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from alcsp.store.campaign_store import CampaignStore
+from alcsp.store.db import DB_NAME
+from alcsp.store.records import IterationRecord
+from alcsp.vocab import RelaxStatus, Stage
+
+
+def summary(directory: Path) -> dict:
+    from alcsp.lock import holder
+
+    if not (directory / DB_NAME).exists():
+        raise FileNotFoundError(f"{directory} holds no campaign ({DB_NAME} missing)")
+    run = holder(directory)
+    with CampaignStore.open(directory, readonly=True) as store:
+        iterations = [_iteration(store, it) for it in store.iterations()]
+        n_ok, n_fail = store.label_totals()
+        final = store.meta("final_hull")
+        relaxations = [
+            {
+                "stage": r.stage,
+                "parent_id": r.parent_id,
+                "structure_id": r.structure_id,
+                "status": r.status,
+                "steps": r.steps,
+                "calls": r.calls,
+                "reason": r.reason,
+            }
+            for r in store.oracle_relaxations()
+        ]
+        return {
+            "directory": str(directory),
+            "running": None if run is None else dataclasses.asdict(run),
+            "version": store.meta("version"),
+            "structures": store.count("structures"),
+            "relaxations": store.count("relaxations"),
+            "labels": n_ok,
+            "label_failures": n_fail,
+            "models": len(store.models()),
+            "iterations": iterations,
+            "final_hull": json.loads(final) if final else None,
+            "stop_reason": store.meta("stop_reason"),
+            "oracle_calls": store.oracle_calls(),
+            "oracle_relaxations": relaxations,
+            "energy": _energy_definition(),
+            "warnings": _warnings(store),
+            "failures": _failures(store),
+        }
+
+
+def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
+    """An iteration's stored summary; for one not finished, its counts so far (relaxations
+    and labels are stored as they finish, the summary only at the end)."""
+    counts = dict(it.counts)
+    pending = 0
+    if it.finished is None:
+        rel = store.relaxations(iteration=it.index, method="acnn")
+        if len(rel):
+            counts["relaxations"] = len(rel)
+            for status in RelaxStatus:
+                counts[str(status)] = rel.count(status)
+        ok, failed = store.label_counts(it.index)
+        counts["labelled"], counts["label_failures"] = ok, failed
+        if it.stage == Stage.LABEL:
+            pending = max(0, int(counts.get("selected", 0)) - ok - failed)
+    return {
+        "iteration": it.index,
+        "stage": it.stage,
+        "finished": it.finished is not None,
+        "counts": counts,
+        "timings": it.timings,
+        "stable": sorted((it.hull or {}).get("stable", {})),
+        "pending": pending,
+    }
+
+
+def _failures(store: CampaignStore) -> list[dict]:
+    """Recorded oracle failures grouped by kind: count and the first one as an example."""
+    groups: dict[str, dict] = {}
+    for sid, _oracle, kind, reason in store.failures():
+        g = groups.setdefault(
+            str(kind),
+            {"kind": str(kind), "count": 0, "example_structure": sid, "example_reason": reason},
+        )
+        g["count"] += 1
+    return sorted(groups.values(), key=lambda g: -g["count"])
+
+
+def _energy_definition() -> str:
+    from alcsp.store.hulls import ENERGY_DEFINITION
+
+    return ENERGY_DEFINITION
+
+
+def _warnings(store) -> list[str]:
+    from alcsp.config import ConfigError, parse_config
+    from alcsp.store.hulls import terminal_warnings
+
+    try:
+        config = parse_config(store.config_text, source="the stored config")
+    except ConfigError as exc:
+        return [f"the stored config no longer parses: {exc}"]
+    return terminal_warnings(store, config)
