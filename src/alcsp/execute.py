@@ -8,7 +8,7 @@ must be picklable for the process and Dask executors (module-level functions,
 ``functools.partial`` of them).
 
 Workers run one thread each (OMP/MKL/OpenBLAS and torch): two BLAS threads per process
-slow down badly when cores are shared (see DESIGN.md, performance facts).
+slow down badly when cores are shared (docs/benchmarks.md, one thread per worker).
 
 Workers die with their driver (Linux): a process-pool worker gets a parent-death signal
 and watches the driver's PID, so a ``kill -9`` of the driver leaves no worker behind (nor,

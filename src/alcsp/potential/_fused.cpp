@@ -2,7 +2,7 @@
 //
 // Why hand-written: in eager PyTorch every per-neighbour intermediate (the Chebyshev basis,
 // the monomials of r̂, their products) is a separate (atoms × slots × k) tensor written to and
-// read back from memory, and that traffic, not arithmetic, sets the speed (DESIGN.md).
+// read back from memory, and that traffic, not arithmetic, sets the speed (docs/benchmarks.md, fused against eager).
 // Here only per-atom sums are written: the radial basis is computed for blocks of slots
 // (one SIMD lane per slot), the monomial products per slot in L1-resident scratch.
 //

@@ -4,7 +4,7 @@ The gradient is taken with respect to the neighbour vectors r_ij only: forces fo
 summing ∂E/∂r_ij onto both atoms of each pair, and the strain derivative is
 Σ_ij ∂E/∂r_ij ⊗ r_ij per structure (r_ij -> (1+ε) r_ij under a homogeneous strain ε). This
 is the same number as differentiating through a symmetrically strained cell and positions,
-at a fraction of the cost (DESIGN.md: ~1 µs/atom against ~45 µs/atom in eager mode).
+at a fraction of the cost of a second autograd pass (model speed: docs/benchmarks.md).
 """
 
 from __future__ import annotations
