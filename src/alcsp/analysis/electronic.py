@@ -16,8 +16,9 @@ cutoff, k-point spacing, XC functional, Fermi–Dirac smearing and band count as
   cell, both spins, energies relative to the Fermi level, linear-tetrahedron integration by
   default (``dos_width`` = 0) or Gaussians of ``dos_width`` eV. The projected DOS of an element
   sums, over its atoms, the squared PAW projections on the bound partial waves of every
-  angular momentum: it counts the states inside the atoms' augmentation spheres, so the
-  element PDOS add up to less than the total DOS (the interstitial remainder).
+  angular momentum (the expansion coefficients of the states in the atomic partial waves
+  inside the augmentation spheres): a local measure, not a partition of the total DOS (the
+  element PDOS can add up to less or, as for fcc Al at E_F, to more than the total).
 - **DOS at the Fermi level**, N(E_F) (states/eV/cell), and its **hydrogen fraction**
   H_DOS = PDOS_H(E_F) / Σ_elements PDOS(E_F): the share of the projected states at E_F that
   sit on hydrogen, the ratio of projections used by Belli et al. (their QE ``projwfc.x``

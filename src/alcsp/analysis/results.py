@@ -1,4 +1,6 @@
-"""Cage analyses stored in a campaign: ``DIR/analysis/cages.json``.
+"""Analyses stored in a campaign: ``DIR/analysis/cages.json`` (``CageResults``), and
+``electronic.json`` and ``tc.json`` (``KeyedResults``, the same layout with plain JSON
+entries ``{"composition", "space_group", "result"}``).
 
 The file maps analysis settings (``CageSettings.key()``) to structure ids to results, so
 that asking again with the same settings costs nothing and other settings never reuse a
