@@ -22,13 +22,13 @@ from ase.calculators.emt import EMT
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS
 
-from alcsp.store.hulls import labelled_hull
 from alcsp.compositions import composition_key
 from alcsp.config import parse_config
 from alcsp.hull import build_hull
 from alcsp.potential import ASEPotential
 from alcsp.relax.runner import relax_structures
 from alcsp.store import CampaignStore
+from alcsp.store.hulls import labelled_hull
 
 
 def l12(a: str, b: str, lattice: float) -> Atoms:

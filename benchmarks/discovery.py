@@ -213,9 +213,9 @@ def run_campaign(directory: Path, text: str, base_dir: Path, quiet: bool) -> dic
 
 def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> dict:
     """Compare the campaign in ``directory`` with the best-known hull."""
-    from alcsp.store.hulls import labelled_hull
     from alcsp.config import parse_config
     from alcsp.store import CampaignStore
+    from alcsp.store.hulls import labelled_hull
 
     with CampaignStore.open(directory, readonly=True) as store:
         cfg = parse_config(store.config_text)

@@ -126,9 +126,7 @@ def test_the_iteration_stays_within_its_cap_and_failure_share(loop):
     failures = set(store.children("trust_frame").values())
     rel = store.relaxations(iteration=1, method="acnn")
     failures |= {
-        int(s)
-        for s, st in zip(rel.structure_id, rel.status, strict=True)
-        if st != "converged"
+        int(s) for s, st in zip(rel.structure_id, rel.status, strict=True) if st != "converged"
     }
     n_fail = sum(1 for (sid,) in got if sid in failures)
     assert n_fail <= int(0.25 * cap)

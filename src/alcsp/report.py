@@ -723,6 +723,9 @@ def write_report(
         ),
     ]
     parts += [_extra(directory, fn) for fn in extra_sections or ()]
+    from alcsp.analysis.report_sections import electronic_sections
+
+    parts.append(_extra(directory, lambda d: electronic_sections(d, out)))
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;"
