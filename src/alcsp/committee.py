@@ -103,12 +103,13 @@ class _MemberJob:
     data: list[Atoms]
     start: ACNNConfig | _Packed  # a fresh config (its seed already set) or a packed model
     train: TrainConfig
+    weights: tuple[float, ...] | None = None  # loss weight per structure of data
 
 
 def _train_member(job: _MemberJob) -> tuple[_Packed, TrainReport]:
     """Worker-side: train one member, return it packed (module level, so it pickles)."""
     start = job.start if isinstance(job.start, ACNNConfig) else _unpack(job.start)
-    model, report = train(job.data, start, job.train)
+    model, report = train(job.data, start, job.train, weights=job.weights)
     return _pack(model), report
 
 
@@ -118,6 +119,7 @@ def train_committee(
     train: TrainConfig,
     seeds: Sequence[int],
     workers: int,
+    weights: Sequence[float] | None = None,
 ) -> list[tuple[ACNN, TrainReport]]:
     """Train one member per entry of ``starts`` on ``data``, in parallel processes.
 
@@ -128,7 +130,8 @@ def train_committee(
     ``CommitteeConfig.train_config``). Each member trains in its own single-threaded worker
     process (``workers`` of them; 0 = min(members, CPU count)), so the results depend on the
     seeds only, not on ``workers``. Returns (model, report) per member, in the order of
-    ``starts``; a member whose training fails raises a RuntimeError naming it.
+    ``starts``; a member whose training fails raises a RuntimeError naming it. ``weights``:
+    the loss weight of each structure of ``data`` (``alcsp.potential.train.train``).
     """
     if len(starts) == 0:
         raise ValueError("train_committee needs at least one start (an ACNN or ACNNConfig).")
@@ -157,7 +160,8 @@ def train_committee(
                 f"committee member {m}: start must be an ACNN or ACNNConfig, "
                 f"got {type(start).__name__}."
             )
-        jobs.append(_MemberJob(m, list(data), packed, replace(train, seed=int(seed))))
+        w = None if weights is None else tuple(float(x) for x in weights)
+        jobs.append(_MemberJob(m, list(data), packed, replace(train, seed=int(seed)), w))
     n_workers = workers or min(len(jobs), os.cpu_count() or 1)
     out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
     with ProcessExecutor(n_workers=min(n_workers, len(jobs)), max_resubmits=0) as pool:

@@ -52,6 +52,7 @@ from alcsp.oracle.base import LabelResult
 from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
 from alcsp.potential.model import ACNN, ACNNConfig
+from alcsp.potential.train import hull_weights
 from alcsp.references import Reference, load_references
 from alcsp.relax.runner import RelaxResult
 from alcsp.search import ShardJob, ShardResult, relax_shard, relaxed_fingerprint
@@ -425,7 +426,7 @@ class Campaign:
         def progress(step: int, steps: int, loss: float, val: object) -> None:
             self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
 
-        model, report = train(data, start, tcfg, progress=progress)
+        model, report = train(data, start, tcfg, progress=progress, weights=self.weights(data))
         path = save_model(
             model,
             self.store.models_dir() / f"acnn-{n:03d}.pt",
@@ -459,7 +460,9 @@ class Campaign:
                 f"iteration {n}: training {len(todo)} more committee members on "
                 f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)"
             )
-            trained = train_committee(data, starts, tcfg, seeds, cc.n_workers())
+            trained = train_committee(
+                data, starts, tcfg, seeds, cc.n_workers(), weights=self.weights(data)
+            )
             for k, (member, report) in zip(todo, trained, strict=True):
                 save_model(
                     member,
@@ -497,6 +500,22 @@ class Campaign:
                 f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)"
             )
         return kept
+
+    def weights(self, data: list[Atoms]) -> np.ndarray | None:
+        """Loss weights of the training labels from their distance above the hull of these
+        labels (``[train] hull_weight_scale``; None when it is 0, the paper's equal weights).
+        Enthalpies as every hull of the campaign: E0 + PV per atom at its pressure."""
+        tc = self.config.train
+        if tc.hull_weight_scale == 0:
+            return None
+        p = self.config.campaign.pressure * GPA
+        keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
+        h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
+        e_hull = np.full(len(data), np.nan)
+        built = hull_of(keys, h, self.config.elements)
+        if built is not None:
+            e_hull[built[1]] = built[0].e_hull
+        return hull_weights(e_hull, tc.hull_weight_scale, tc.hull_weight_floor)
 
     def _within_force_cap(self, data: list[Atoms]) -> list[Atoms]:
         cap = self.config.campaign.train_max_force

@@ -2,7 +2,12 @@
 
 Loss (eq. 16), averaged over a minibatch of N_B structures with N_i atoms each:
     L = 1/N_B Σ_i [ p_e |E_i − Ê_i|²/N_i + p_f ‖F_i − F̂_i‖²/(3N_i) + p_w ‖W_i − Ŵ_i‖²/(3N_i) ]
-with the virial W = −V σ. AdamW; the learning rate decays by ``lr_decay`` every
+with the virial W = −V σ. Optionally (``weights``, not in the paper) each structure's three
+terms are multiplied by a weight w_i (normalised to a mean of 1 over the training set): the
+campaign weights labels by their distance above the labelled hull, w = max(w_min,
+exp(−E_hull/σ_w)) (``hull_weights``), so that the model's capacity goes where ranking
+decides the answer — structures a few meV/atom apart near the hull — and not into the
+eV/atom errors of collapsed cells. AdamW; the learning rate decays by ``lr_decay`` every
 ``decay_every`` steps (paper: ×0.97 every 10⁴ of 10⁵ steps). Before a fresh model is trained,
 per-species energy shifts are fitted by least squares (to the labels minus the model's fixed
 short-range prior, which is what the network learns) and the descriptors are standardised on
@@ -53,6 +58,9 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str = "auto"  # descriptor kernels: auto | fused | torch
     perturb: float = 0.0  # relative weight noise on warm start
+    # hull weighting (``hull_weights``): σ_w in eV/atom, 0 = every label weighs 1 (the paper)
+    hull_weight_scale: float = 0.0
+    hull_weight_floor: float = 0.1  # w_min, the weight of labels far above the hull
 
     def __post_init__(self):
         checks = [
@@ -69,6 +77,11 @@ class TrainConfig:
             (self.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}"),
             (self.backend in ("auto", "fused", "torch"), "backend must be auto, fused or torch"),
             (self.perturb >= 0, "perturb must be >= 0"),
+            (
+                math.isfinite(self.hull_weight_scale) and self.hull_weight_scale >= 0,
+                "hull_weight_scale must be >= 0 eV/atom (0 = no weighting)",
+            ),
+            (0 < self.hull_weight_floor <= 1, "hull_weight_floor must be in (0, 1]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -119,20 +132,37 @@ class TrainReport:
         }
 
 
+def hull_weights(e_hull: np.ndarray, scale: float, floor: float) -> np.ndarray:
+    """Training weights [S] from each label's distance above the hull ``e_hull`` [S] eV/atom:
+    max(floor, exp(−E_hull/scale)); NaN (no hull for that composition yet) weighs 1, and
+    ``scale`` = 0 gives 1 everywhere."""
+    e = np.asarray(e_hull, dtype=float)
+    if scale == 0:
+        return np.ones_like(e)
+    w = np.maximum(floor, np.exp(-np.clip(e, 0.0, None) / scale))
+    return np.where(np.isnan(e), 1.0, w)
+
+
 @dataclass
 class _Sample:
     atoms: Atoms
     labels: Labels
     pairs: PairList
+    weight: float = 1.0
 
 
-def _samples(structures: Sequence[Atoms], cutoff: float) -> list[_Sample]:
+def _samples(
+    structures: Sequence[Atoms], cutoff: float, weights: Sequence[float] | None = None
+) -> list[_Sample]:
     out = []
     for k, atoms in enumerate(structures):
         validate_atoms(atoms, k)
         out.append(
             _Sample(
-                atoms, labels_of(atoms, k), pair_list(atoms.positions, atoms.cell.array, cutoff)
+                atoms,
+                labels_of(atoms, k),
+                pair_list(atoms.positions, atoms.cell.array, cutoff),
+                1.0 if weights is None else float(weights[k]),
             )
         )
     return out
@@ -166,7 +196,8 @@ def _loss(model, samples, cfg: TrainConfig, dtype, device) -> torch.Tensor:
     loss_f = torch.zeros_like(n).index_add(0, batch.batch, df2) / (3 * n)
     dw = (out.stress - s_ref) * vol.view(-1, 1, 1)  # virial difference, sign irrelevant
     loss_w = torch.where(has_s, (dw**2).sum((1, 2)) / (3 * n), torch.zeros_like(n))
-    return (cfg.p_e * loss_e + cfg.p_f * loss_f + cfg.p_w * loss_w).mean()
+    w = torch.tensor([s.weight for s in samples], dtype=dtype, device=device)  # [S]
+    return (w * (cfg.p_e * loss_e + cfg.p_f * loss_f + cfg.p_w * loss_w)).mean()
 
 
 def evaluate(
@@ -304,23 +335,36 @@ def train(
     config: TrainConfig = TrainConfig(),
     validation: Sequence[Atoms] | None = None,
     progress: Callable[[int, int, float, Metrics | None], None] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> tuple[ACNN, TrainReport]:
     """Train on labelled ``structures`` (ASE Atoms with energy/forces[/stress] results).
 
     ``model``: an ``ACNNConfig`` for a fresh model, or an ``ACNN`` to warm-start from (it is
     copied, never modified). Without ``validation``, ``config.validation_fraction`` of the
     data is held out. ``progress(step, steps, loss, validation_metrics_or_None)`` is called
-    every few steps. Returns the trained model and a report with final RMSEs.
+    every few steps. ``weights`` [S]: a loss weight per structure (``hull_weights``; None = 1
+    each), normalised to a mean of 1 over the structures trained on; reported RMSEs are
+    unweighted. Returns the trained model and a report with final RMSEs.
     """
     if len(structures) == 0:
         raise ValueError("no training structures given")
+    if weights is not None:
+        w_all = np.asarray(weights, dtype=float)
+        if w_all.shape != (len(structures),) or not (np.isfinite(w_all).all() and w_all.min() > 0):
+            raise ValueError(
+                f"weights must be {len(structures)} finite positive numbers, one per structure"
+            )
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     dtype, device = _DTYPES[config.dtype], torch.device(config.device)
+    index = list(range(len(structures)))
     if validation is None:
-        train_set, valid_set = split(list(structures), config.validation_fraction, rng)
+        train_idx, valid_idx = split(index, config.validation_fraction, rng)
+        valid_set = [structures[i] for i in valid_idx]
     else:
-        train_set, valid_set = list(structures), list(validation)
+        train_idx, valid_set = index, list(validation)
+    train_set = [structures[i] for i in train_idx]
+    train_w = None if weights is None else w_all[train_idx] / w_all[train_idx].mean()
     if isinstance(model, ACNNConfig):
         net = ACNN(model).to(device=device, dtype=dtype)
         fit_statistics(net, train_set)
@@ -333,7 +377,7 @@ def train(
                     p.add_(config.perturb * p.abs().mean() * noise)
     net.train()
     net.requires_grad_(True)
-    samples = _samples(train_set, net.config.cutoff_radial)
+    samples = _samples(train_set, net.config.cutoff_radial, train_w)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(
         opt, step_size=config.decay_every, gamma=config.lr_decay
