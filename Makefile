@@ -17,11 +17,12 @@ test: setup dft
 	@bash scripts/install_chromium.sh
 	OMP_NUM_THREADS=1 ALCSP_REQUIRE_SLURM=$${ALCSP_REQUIRE_SLURM:-1} .venv/bin/python -m pytest -q --durations=15 tests
 
-# ruff (lint and format); CI runs it before the tests. `make typecheck`: mypy on src/
-# (not yet in CI: the analysis and command modules still have ~20 errors, CHANGELOG.md).
+# ruff (lint and format) and mypy on src/ (settings in pyproject.toml); CI runs it before
+# the tests. `make typecheck`: mypy alone.
 lint: setup
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/mypy
 
 typecheck: setup
 	.venv/bin/mypy

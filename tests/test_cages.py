@@ -39,7 +39,7 @@ from alcsp.analysis.cages import (
     group_by_prototype,
     point_group,
 )
-from alcsp.analysis.report_section import cage_section
+from alcsp.analysis.report_sections import cage_section
 from alcsp.analysis.results import cages_path, load_stored
 from alcsp.cli import main
 from alcsp.oracle.base import Label

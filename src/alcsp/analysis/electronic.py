@@ -197,8 +197,8 @@ class ElectronicStructure:
             gap=float(d["gap"]),
             direct_gap=float(d["direct_gap"]),
             gap_is_direct=bool(d["gap_is_direct"]),
-            vbm_k=None if d["vbm_k"] is None else tuple(float(x) for x in d["vbm_k"]),
-            cbm_k=None if d["cbm_k"] is None else tuple(float(x) for x in d["cbm_k"]),
+            vbm_k=None if d["vbm_k"] is None else _k_point(d["vbm_k"]),
+            cbm_k=None if d["cbm_k"] is None else _k_point(d["cbm_k"]),
             dos_energies=np.linspace(float(lo), float(hi), len(total)),
             dos_total=total,
             pdos={k: np.array(v, dtype=float) for k, v in d["pdos"].items()},
@@ -206,8 +206,20 @@ class ElectronicStructure:
             pdos_at_fermi={k: float(v) for k, v in d["pdos_at_fermi"].items()},
             h_dos=None if d["h_dos"] is None else float(d["h_dos"]),
             bands=BandStructure.from_json(d["bands"]),
-            dos_kpts=tuple(int(x) for x in d["dos_kpts"]),  # type: ignore[arg-type]
+            dos_kpts=_mesh(d["dos_kpts"]),
         )
+
+
+def _k_point(values: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """Three scaled k coordinates (a JSON list or a row of k-points)."""
+    kx, ky, kz = values
+    return float(kx), float(ky), float(kz)
+
+
+def _mesh(values: Sequence[int] | np.ndarray) -> tuple[int, int, int]:
+    """A k-point mesh, three integers."""
+    n1, n2, n3 = values
+    return int(n1), int(n2), int(n3)
 
 
 # ---------------------------------------------------------------------------- the SCF
@@ -306,15 +318,16 @@ def analyse_electronic(
     gap, vbm, cbm = bandgap(eigenvalues=eigs, efermi=fermi, kpts=kpts, output=None)
     direct, _, _ = bandgap(eigenvalues=eigs, efermi=fermi, kpts=kpts, direct=True, output=None)
     gap, direct = float(gap), float(direct)
-    vbm_k = cbm_k = None
+    vbm_k: tuple[float, float, float] | None = None
+    cbm_k: tuple[float, float, float] | None = None
     if gap > 0:
-        vbm_k = tuple(float(v) for v in kpts[vbm[1]])
-        cbm_k = tuple(float(v) for v in kpts[cbm[1]])
+        vbm_k = _k_point(kpts[vbm[1]])
+        cbm_k = _k_point(kpts[cbm[1]])
 
     # DOS: SCF mesh or a denser fixed-density mesh
     if settings.dos_kspacing is None:
         dos_calc = calc
-        dos_kpts = tuple(int(n) for n in calc.wfs.kd.N_c)
+        dos_kpts = _mesh(calc.wfs.kd.N_c)
     else:
         dos_kpts = kpts_from_spacing(atoms, settings.dos_kspacing)
         dos_calc = fixed("dos.txt", kpts=dos_kpts)
@@ -349,7 +362,7 @@ def analyse_electronic(
             labels=tuple(str(v) for v in labels),
             energies=path_eigs - fermi,
         ),
-        dos_kpts=dos_kpts,  # type: ignore[arg-type]
+        dos_kpts=dos_kpts,
     )
 
 

@@ -69,11 +69,11 @@ def percolation(mask: np.ndarray) -> Percolation:
         first = np.take(labels, 0, axis=d)
         both = (last > 0) & (first > 0)
         pairs = np.unique(np.stack([last[both], first[both]], axis=1), axis=0)
-        shift = tuple(int(d == k) for k in range(3))
-        back = tuple(-s for s in shift)
+        shift = (int(d == 0), int(d == 1), int(d == 2))
+        back = (-shift[0], -shift[1], -shift[2])
         for u, v in pairs:
-            adjacency[int(u)].append((int(v), shift))  # type: ignore[arg-type]
-            adjacency[int(v)].append((int(u), back))  # type: ignore[arg-type]
+            adjacency[int(u)].append((int(v), shift))
+            adjacency[int(v)].append((int(u), back))
     offset: dict[int, np.ndarray] = {}
     periodic_label: dict[int, int] = {}
     rank_by_component: dict[int, int] = {}

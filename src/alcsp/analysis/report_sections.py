@@ -1,13 +1,19 @@
-"""The "Electronic structure" and "T_c estimates" sections of a campaign report, from
-``DIR/analysis/electronic.json`` and ``DIR/analysis/tc.json`` (written by ``alcsp analyse
---what electronic,tc``).
+"""The report's sections from the analysis results stored under ``DIR/analysis`` by
+``alcsp analyse``: "Hydrogen cages" from ``cages.json``, and "Electronic structure" and
+"T_c estimates" from ``electronic.json`` and ``tc.json`` (``--what electronic,tc``).
 
-For each structure of the last finished run: a figure like Fig. 7 of Belli et al. (2021),
-the band structure along the standard path beside the total DOS and the element PDOS
-(energies relative to E_F, DOS in states/eV per cell); then a table of gaps, N(E_F) and
-H_DOS, and, for the hydrides, the T_c estimate against E_hull (like their Fig. 5, with the
-fit's ±60 K as error bars) and its table. The PNGs are written into the report folder and
-embedded in the HTML (base64), so the page stays self-contained.
+Each section shows the structures of the last finished run, with E_hull as it was then;
+without a finished run, every result of the settings stored last. A section is empty ("")
+when its results were never stored.
+
+Cages: the structures with their cages, then the structures grouped by cage prototype.
+
+Electronic structure: for each structure, a figure like Fig. 7 of Belli et al. (2021), the
+band structure along the standard path beside the total DOS and the element PDOS (energies
+relative to E_F, DOS in states/eV per cell); then a table of gaps, N(E_F) and H_DOS, and,
+for the hydrides, the T_c estimate against E_hull (like their Fig. 5, with the fit's ±60 K
+as error bars) and its table. The PNGs are written into the report folder and embedded in
+the HTML (base64), so the page stays self-contained.
 """
 
 from __future__ import annotations
@@ -15,14 +21,151 @@ from __future__ import annotations
 import base64
 import html
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from alcsp.analysis.cages import group_by_prototype
 from alcsp.analysis.electronic import ElectronicStructure, element_order
-from alcsp.analysis.results import LastRun, electronic_path, load_keyed, tc_path
+from alcsp.analysis.results import (
+    LastRun,
+    StoredCages,
+    cages_path,
+    electronic_path,
+    load_keyed,
+    load_stored,
+    tc_path,
+)
 from alcsp.analysis.tc import DISCLAIMER, REFERENCE, TcEstimate
+
+_T = TypeVar("_T")
+
+# ------------------------------------------------------------------ shared by the sections
+
+
+def _select(
+    results: dict[str, dict[int, _T]], last: LastRun | None
+) -> tuple[str, dict[int, _T], LastRun | None] | None:
+    """The settings key, entries and last run to show: the last finished run's, else the
+    settings stored last, with no run (None when nothing is stored)."""
+    if not results:
+        return None
+    if last is not None and last.settings_key in results:
+        return last.settings_key, results[last.settings_key], last
+    key = list(results)[-1]
+    return key, results[key], None
+
+
+def _shown(entries: Mapping[int, object], last: LastRun | None) -> list[tuple[int, float | None]]:
+    """The structures to show, in order, with E_hull (meV/atom) as the last run saw it:
+    the last run's rows that are stored, or every entry by id with None for E_hull."""
+    if last is not None:
+        return [(sid, e) for sid, e in last.rows if sid in entries]
+    return [(sid, None) for sid in sorted(entries)]
+
+
+def _intro(last: LastRun | None) -> str:
+    """The sentence that says which structures a section shows."""
+    if last is None:
+        return "Every stored structure (no <code>alcsp analyse</code> run has finished)."
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.finished))
+    return (
+        f"Structures within E_hull ≤ {last.ehull * 1000:.0f} meV/atom when "
+        f"<code>alcsp analyse</code> last ran ({when}; E_hull as it was then)."
+    )
+
+
+def _cell(value: object) -> str:
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _table(head: tuple[str, ...], rows: Sequence[tuple[object, ...]]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{header}</tr>{body}</table>"
+
+
+def _e_hull(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+# ---------------------------------------------------------------------- hydrogen cages
+
+
+def cage_section(directory: Path) -> str:
+    """HTML of the stored cage analysis (empty when ``alcsp analyse`` never stored one):
+    the structures of the last finished run with their cages, then the structures grouped
+    by cage prototype. Without a finished run, every result of the settings stored last."""
+    if not cages_path(directory).exists():
+        return ""
+    results, last_run = load_stored(Path(directory))
+    found = _select(results, last_run)
+    if found is None:
+        return ""
+    key, stored, last = found
+    rows = [(stored[sid], e) for sid, e in _shown(stored, last)]
+    shown = {s.structure_id: s for s, _ in rows}
+    return "".join(
+        [
+            "<h2>Hydrogen cages</h2>",
+            f"<p>{_intro(last)} Settings: <code>{html.escape(key)}</code>.</p>",
+            _cage_table(rows),
+            "<h3>Structures by cage prototype</h3>",
+            _groups_table(shown),
+        ]
+    )
+
+
+def _cage_table(rows: Sequence[tuple[StoredCages, float | None]]) -> str:
+    head = (
+        "composition",
+        "structure",
+        "E_hull (meV/atom)",
+        "space group",
+        "cages",
+        "caged fraction",
+        "clathrate",
+        "bond cutoff (Å)",
+    )
+    cells = [
+        (
+            s.composition,
+            s.structure_id,
+            _e_hull(e),
+            s.space_group,
+            "; ".join(s.analysis.descriptions) or "-",
+            f"{s.analysis.caged_fraction:.2f}",
+            "yes" if s.analysis.is_clathrate else "no",
+            f"{s.analysis.bond_cutoff:.2f}",
+        )
+        for s, e in rows
+    ]
+    return _table(head, cells)
+
+
+def _groups_table(stored: dict[int, StoredCages]) -> str:
+    groups = group_by_prototype({sid: s.analysis for sid, s in stored.items()})
+    if not groups:
+        return "<p>(no cages)</p>"
+    body = "".join(
+        "<tr>"
+        + _cell(p.label)
+        + _cell(len(ids))
+        + _cell(", ".join(f"{stored[i].composition} ({i})" for i in ids))
+        + "</tr>"
+        for p, ids in groups.items()
+    )
+    return (
+        "<table><tr><th>prototype</th><th>structures</th><th>composition (id)</th></tr>"
+        f"{body}</table>"
+    )
+
+
+# ------------------------------------------------------- electronic structure and T_c
 
 #: Energy window of the band/DOS figures, eV around E_F.
 WINDOW = (-12.0, 6.0)
@@ -39,18 +182,6 @@ def _figure():
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
-
-
-def _cell(value: object) -> str:
-    return f"<td>{html.escape(str(value))}</td>"
-
-
-def _table(head: tuple[str, ...], rows: list[tuple[object, ...]]) -> str:
-    if not rows:
-        return "<p>(none)</p>"
-    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{header}</tr>{body}</table>"
 
 
 def bands_dos_figure(es: ElectronicStructure, title: str, path: Path) -> Path:
@@ -114,12 +245,7 @@ def _last(path: Path, what: str) -> tuple[str, dict[int, dict], LastRun | None] 
     if not path.exists():
         return None
     results, last = load_keyed(path, what)
-    if not results:
-        return None
-    if last is not None and last.settings_key in results:
-        return last.settings_key, results[last.settings_key], last
-    key = list(results)[-1]
-    return key, results[key], None
+    return _select(results, last)
 
 
 def electronic_sections(directory: Path, out: Path) -> str:
@@ -130,20 +256,11 @@ def electronic_sections(directory: Path, out: Path) -> str:
     if found is None:
         return ""
     key, entries, last = found
-    if last is not None:
-        order = [(sid, e) for sid, e in last.rows if sid in entries]
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.finished))
-        intro = (
-            f"Structures within E_hull ≤ {last.ehull * 1000:.0f} meV/atom when "
-            f"<code>alcsp analyse</code> last ran ({when}; E_hull as it was then)."
-        )
-    else:
-        order = [(sid, None) for sid in sorted(entries)]
-        intro = "Every stored structure (no <code>alcsp analyse</code> run has finished)."
+    order = _shown(entries, last)
     out.mkdir(parents=True, exist_ok=True)
     parts = [
         "<h2>Electronic structure</h2>",
-        f"<p>{intro} GPAW with the campaign's oracle settings; bands along the standard "
+        f"<p>{_intro(last)} GPAW with the campaign's oracle settings; bands along the standard "
         "path of each cell, DOS by linear tetrahedra, element PDOS inside the PAW spheres. "
         f"Settings: <code>{html.escape(key)}</code>.</p>",
     ]
@@ -159,7 +276,7 @@ def electronic_sections(directory: Path, out: Path) -> str:
             (
                 entry["composition"],
                 sid,
-                "-" if e_hull is None else f"{e_hull:.1f}",
+                _e_hull(e_hull),
                 entry["space_group"],
                 f"{es.gap:.3f}",
                 es.gap_kind,
@@ -192,7 +309,7 @@ def _tc_section(directory: Path, out: Path, e_hull: dict[int, float | None]) -> 
     if found is None:
         return ""
     key, entries, last = found
-    shown = [sid for sid, _ in last.rows if sid in entries] if last else sorted(entries)
+    shown = [sid for sid, _ in _shown(entries, last)]
     rows: list[tuple[object, ...]] = []
     points: list[tuple[str, float, float]] = []
     for sid in shown:
@@ -203,7 +320,7 @@ def _tc_section(directory: Path, out: Path, e_hull: dict[int, float | None]) -> 
             (
                 entry["composition"],
                 sid,
-                "-" if eh is None else f"{eh:.1f}",
+                _e_hull(eh),
                 f"{est.phi:.3f}",
                 f"{est.h_fraction:.3f}",
                 f"{est.h_dos:.3f}",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -128,8 +128,14 @@ class TcEstimate:
             phi=float(d["phi"]),
             h_fraction=float(d["h_fraction"]),
             h_dos=float(d["h_dos"]),
-            grid=tuple(int(x) for x in d["grid"]),  # type: ignore[arg-type]
+            grid=_grid(d["grid"]),
         )
+
+
+def _grid(shape: Sequence[int]) -> tuple[int, int, int]:
+    """The three point counts of a 3D grid (a JSON list or an array's shape)."""
+    n0, n1, n2 = shape
+    return int(n0), int(n1), int(n2)
 
 
 def belli_tc(phi: float, h_fraction: float, h_dos: float) -> float:
@@ -174,7 +180,7 @@ def networking_value_of(
             field.shape, atoms.cell.array, atoms.positions[h], settings.hydrogen_radius
         )
     phi = elf_mod.networking_value(field, settings.tol, required)
-    return phi, tuple(int(s) for s in field.shape)  # type: ignore[return-value]
+    return phi, _grid(field.shape)
 
 
 def estimate_tc(

@@ -14,6 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ase import Atoms
+
+    from alcsp.oracle.base import LabelResult
+    from alcsp.store import CampaignStore
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,17 +58,17 @@ class _Frames:
     """The three methods of ``CampaignStore`` that ``label_structures`` uses, over frames
     in memory: structure id k is frame k (job folder ``s00000000k``)."""
 
-    def __init__(self, frames: list) -> None:
+    def __init__(self, frames: list[Atoms]) -> None:
         self.frames = frames
-        self.results: dict[int, object] = {}
+        self.results: dict[int, LabelResult] = {}
 
     def labelled_ids(self, oracle: str) -> set[int]:
         return set(self.results)
 
-    def get_atoms(self, ids) -> list:
+    def get_atoms(self, ids: Iterable[int]) -> list[Atoms]:
         return [self.frames[i].copy() for i in ids]
 
-    def add_labels(self, results, iteration: int) -> None:
+    def add_labels(self, results: Iterable[tuple[int, LabelResult]], iteration: int) -> None:
         self.results.update(results)
 
 
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         frames = read(args.structures, index=":", format="extxyz")
     except Exception as exc:
         raise ValueError(f"cannot read {args.structures} as extended XYZ: {exc}") from None
+    if not isinstance(frames, list):  # one Atoms, in ASE's type; index=":" gives a list
+        frames = [frames]
     if not frames:
         raise ValueError(f"{args.structures} holds no structures")
     # An unusable structure (no atoms, no cell) is the oracle's recorded failure, as in a
@@ -89,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     source = _Frames(frames)
     executor = make_executor(config.executor)
     try:
-        summary = label_structures(source, oracle, list(range(len(frames))), executor)
+        # _Frames has the three methods of CampaignStore that label_structures calls
+        store = cast("CampaignStore", source)
+        summary = label_structures(store, oracle, list(range(len(frames))), executor)
     finally:
         executor.close()
     out = []

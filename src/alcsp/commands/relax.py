@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alcsp.potential import BatchedPotential
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
         structures = read(args.input, index=":")
     except Exception as exc:  # ASE raises many kinds for a bad file
         raise ValueError(f"cannot read structures from {args.input}: {exc}") from exc
+    if not isinstance(structures, list):  # one Atoms, in ASE's type; index=":" gives a list
+        structures = [structures]
     if not structures:
         raise ValueError(f"{args.input} holds no structures")
 
+    potential: BatchedPotential
     if args.emt:
         from ase.calculators.emt import EMT
 

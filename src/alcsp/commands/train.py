@@ -7,8 +7,12 @@ import dataclasses
 import json
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ase.data import chemical_symbols
+
+if TYPE_CHECKING:
+    from alcsp.potential import ACNN
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     tcfg = TrainConfig.from_dict(train_cfg)
     data = read_labelled(args.data)
     validation = read_labelled(args.validation) if args.validation else None
+    model: ACNN | ACNNConfig  # a model to continue, or the configuration of a new one
     if args.init is not None:
         if model_cfg or args.species:
             raise ValueError("--init continues an existing model: drop [model] and --species")
@@ -88,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         species = args.species or model_cfg.get("species")
         if species is None:
-            present = sorted({int(z) for a in data for z in a.numbers})
-            species = [chemical_symbols[z] for z in present]
+            numbers = sorted({int(z) for a in data for z in a.numbers})
+            species = [chemical_symbols[z] for z in numbers]
         model_cfg["species"] = tuple(species)
         model = ACNNConfig.from_dict(model_cfg)
 

@@ -120,6 +120,8 @@ def read_labelled(path: str | Path) -> list[Atoms]:
         structures = read(path, index=":", format="extxyz")
     except Exception as exc:
         raise ValueError(f"cannot read {path} as extended XYZ: {exc}") from exc
+    if not isinstance(structures, list):  # one Atoms, in ASE's type; index=":" gives a list
+        structures = [structures]
     if not structures:
         raise ValueError(f"{path} holds no structures")
     for k, atoms in enumerate(structures):
