@@ -81,7 +81,7 @@ def test_bad_weights_and_settings_are_refused(cuau_data):
 def test_config_reads_the_hull_weighting(tmp_path):
     text = (
         '[campaign]\nname = "w"\n[compositions]\nelements = ["Cu", "Au"]\nmax_formula_atoms = 4\n'
-        "[oracle]\nname = \"emt\"\n[train]\nhull_weight_scale = 0.02\n"
+        '[oracle]\nname = "emt"\n[train]\nhull_weight_scale = 0.02\n'
     )
     assert parse_config(text).train.hull_weight_scale == 0.02
     with pytest.raises(ConfigError, match="hull_weight_scale"):

@@ -119,7 +119,7 @@ def train_committee(
     train: TrainConfig,
     seeds: Sequence[int],
     workers: int,
-    weights: Sequence[float] | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> list[tuple[ACNN, TrainReport]]:
     """Train one member per entry of ``starts`` on ``data``, in parallel processes.
 

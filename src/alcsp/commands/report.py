@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alcsp.analysis.report_section import cage_section
+    from alcsp.analysis.report_sections import cage_section
     from alcsp.report import write_report
 
     join = [x.strip() for x in args.join.split(",")] if args.join else None

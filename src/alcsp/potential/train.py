@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ from alcsp.potential.model import ACNN, ACNNConfig
 from alcsp.potential.neighbours import PairList, pair_list, slot_vectors
 from alcsp.structures import StructureBatch, validate_atoms
 from alcsp.units import EV_PER_A3_IN_GPA
+
+T = TypeVar("T")
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -319,7 +322,7 @@ def fit_statistics(model: ACNN, structures: Sequence[Atoms], max_structures: int
     )
 
 
-def split(structures: Sequence[Atoms], fraction: float, rng: np.random.Generator):
+def split(structures: Sequence[T], fraction: float, rng: np.random.Generator):
     """Random train/validation split (validation gets round(fraction·n), at least 1 if > 0)."""
     n = len(structures)
     n_val = 0 if fraction == 0 else max(1, int(round(fraction * n)))
@@ -335,7 +338,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     validation: Sequence[Atoms] | None = None,
     progress: Callable[[int, int, float, Metrics | None], None] | None = None,
-    weights: Sequence[float] | None = None,
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> tuple[ACNN, TrainReport]:
     """Train on labelled ``structures`` (ASE Atoms with energy/forces[/stress] results).
 
