@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -54,8 +55,9 @@ from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, tra
 from alcsp.potential.model import ACNN, ACNNConfig
 from alcsp.potential.train import hull_weights
 from alcsp.references import Reference, load_references
+from alcsp.relax.config import RelaxConfig
 from alcsp.relax.runner import RelaxResult
-from alcsp.search import ShardJob, ShardResult, relax_shard, relaxed_fingerprint
+from alcsp.search import GenerateSpec, ShardJob, ShardResult, relax_shard, relaxed_fingerprint
 from alcsp.select import Candidate, cap_selection, search_should_stop, select_for_labelling
 from alcsp.store import CampaignStore, RelaxationRecord
 from alcsp.store.hulls import (
@@ -378,18 +380,32 @@ class Campaign:
                     "(stored and marked)"
                 )
 
+    def _cells(self, count: int, rng: np.random.Generator) -> list[str]:
+        """The cell composition (e.g. ``"Cu2Au2"``) of each of ``count`` random structures:
+        round robin over the compositions, each with a random number of formula units."""
+        entries = list(self.space)
+        out = []
+        for k in range(count):
+            entry = entries[k % len(entries)]
+            cell = entry.cell_compositions()[rng.integers(len(entry.formula_units))]
+            out.append(cell.formula.replace(" ", ""))
+        return out
+
+    def random_plan(self, count: int, iteration: int, stage: int) -> list[str]:
+        """The cell compositions of an iteration's ``count`` random structures (the search's
+        shards cut this list; their workers build the structures)."""
+        return self._cells(
+            count, np.random.default_rng([self.config.campaign.seed, iteration, stage])
+        )
+
     def random_structures(
         self, count: int, iteration: int, stage: int, volumes: dict[str, float] | None = None
     ) -> list[Atoms]:
         """``count`` random structures spread evenly over the compositions (round robin),
         each with a random number of formula units; failures are reported, not hidden."""
         rng = np.random.default_rng([self.config.campaign.seed, iteration, stage])
-        entries = list(self.space)
         wanted: dict[str, int] = {}
-        for k in range(count):
-            entry = entries[k % len(entries)]
-            cell = entry.cell_compositions()[rng.integers(len(entry.formula_units))]
-            key = cell.formula.replace(" ", "")
+        for key in self._cells(count, rng):
             wanted[key] = wanted.get(key, 0) + 1
         out: list[Atoms] = []
         failures: dict[str, str] = {}
@@ -529,52 +545,37 @@ class Campaign:
 
         Each chunk is a shard (``alcsp.search``) run by the campaign's executor — inline, its
         process pool or a Dask cluster — so the search uses every worker the oracle jobs do.
-        Shards are stored in chunk order and B_max is checked between them, as one process
-        would: what is stored does not depend on the number of workers or their speed.
+        The random structures are built by the worker that relaxes them (``GenerateSpec``:
+        the shard's cell compositions, drawn here, and a seed of campaign seed, iteration
+        and shard), and stored with their relaxations in one transaction when the shard
+        returns; a kill redoes only the shards not stored. The reference phases and the
+        decorations, stored before the search, go in shards of their own before and after
+        the random ones. Shards are stored in order and B_max is checked between them, as
+        one process would: what is stored does not depend on the number of workers or their
+        speed.
 
         With a committee, every relaxation keeps trajectory frames (every
         ``[relax] frame_interval`` steps, 5 when unset) and each one that does not converge
         gets a ``trust_frame``: its first frame where the committee's force deviation
         exceeds ``[[selection]] force_deviation``, labelled instead of the collapsed end."""
         cfg = self.config.campaign
-        ids = self.store.structure_ids(origin=Origin.RANDOM, iteration=n)
-        if not ids and cfg.structures_per_iteration:
-            structures = self.random_structures(
-                cfg.structures_per_iteration, n, stage=1, volumes=self._volume_hints()
-            )
-            ids = self.store.add_structures(structures, origin=Origin.RANDOM, iteration=n)
-        # decorations last: B_max, counted in order, then ends them before the random cells
-        ids = self._reference_starts(n) + ids + self._decoration_starts(n)
-        done = self.store.relaxed_initial_ids("acnn")
         b_max = self.config.selection.for_iteration(n).b_max
         relax_cfg = self.config.relax
         if committee is not None and relax_cfg.frame_interval == 0:
             relax_cfg = replace(relax_cfg, frame_interval=5)
-        chunks = [
-            c
-            for start in range(0, len(ids), cfg.relax_chunk)
-            if (c := [i for i in ids[start : start + cfg.relax_chunk] if i not in done])
-        ]
-        if not chunks:
+        shards = self._search_plan(n)
+        if not shards:
             return 0
         if search_should_stop(self._count_status(n, RelaxStatus.UNPHYSICAL), b_max):
             self._notice(f"iteration {n}: B_max = {b_max} unphysical structures: search ends")
             return 0
         path = str(self._model_path(n))
-        jobs = [
-            ShardJob(
-                path,
-                tuple(self.store.get_atoms(c)),
-                cfg.pressure,
-                relax_cfg,
-                self.config.dedup.fingerprint,
-            )
-            for c in chunks
-        ]
-        relaxed, left = 0, sum(map(len, chunks))
+        jobs = _ShardJobs(self.store, shards, path, cfg.pressure, relax_cfg, self.config)
+        relaxed, left = 0, sum(s.size for s in shards)
         self.emit(StageStarted(n, Stage.SEARCH, left, "structures"))
         t0 = time.perf_counter()
         ready: dict[int, TaskResult[ShardResult]] = {}
+        failures: dict[str, str] = {}
         k = 0  # the next shard to store
         results = self.executor.map_unordered(relax_shard, jobs)
         try:
@@ -582,23 +583,24 @@ class Campaign:
                 ready[res.index] = res
                 while k in ready:
                     res = ready.pop(k)
-                    chunk = chunks[k]
+                    shard = shards[k]
                     k += 1
                     if not res.ok:
                         self._notice(
-                            f"iteration {n}: a shard of {len(chunk)} structures failed "
+                            f"iteration {n}: a shard of {shard.size} structures failed "
                             f"({type(res.error).__name__}: {res.error}); a resumed run "
                             "retries it"
                         )
                         continue
                     assert res.value is not None
-                    self._store_shard(n, chunk, res.value, committee)
-                    relaxed += len(chunk)
+                    for f in res.value.failures:
+                        failures.setdefault(f.composition, f.reason)
+                    relaxed += self._store_shard(n, shard, res.value, committee)
                     rate = relaxed / max(time.perf_counter() - t0, 1e-9)
                     self.emit(
                         StageProgress(n, Stage.SEARCH, relaxed, left, unit="structures", rate=rate)
                     )
-                    if k < len(chunks) and search_should_stop(
+                    if k < len(shards) and search_should_stop(
                         self._count_status(n, RelaxStatus.UNPHYSICAL), b_max
                     ):
                         self._notice(
@@ -607,18 +609,53 @@ class Campaign:
                         return relaxed
         finally:
             results.close()  # an early stop cancels the rest
+            for comp, reason in sorted(failures.items()):
+                self._notice(f"could not generate {comp}: {reason}")
         return relaxed
+
+    def _search_plan(self, n: int) -> list[SearchShard]:
+        """Iteration n's shards not stored yet, in order: the reference phases, the random
+        structures (``GenerateSpec`` shards of ``relax_chunk`` cells), the decorations.
+
+        An iteration whose random structures were stored before its search (a campaign
+        begun by an alcsp that generated them in the driver) relaxes those instead."""
+        cfg = self.config.campaign
+        done = self.store.relaxed_initial_ids("acnn")
+        size = cfg.relax_chunk
+
+        def stored(ids: list[int]) -> list[SearchShard]:
+            chunks = (ids[s : s + size] for s in range(0, len(ids), size))
+            return [
+                SearchShard(ids=tuple(c))
+                for ch in chunks
+                if (c := [i for i in ch if i not in done])
+            ]
+
+        plan = stored(self._reference_starts(n))
+        generated = self.store.generated_shards(n)
+        legacy = self.store.structure_ids(origin=Origin.RANDOM, iteration=n)
+        if legacy and not generated:
+            plan += stored(legacy)
+        elif cfg.structures_per_iteration:
+            cells = self.random_plan(cfg.structures_per_iteration, n, stage=1)
+            hints = tuple(sorted(self._volume_hints().items()))
+            for k, s in enumerate(range(0, len(cells), size)):
+                if k not in generated:
+                    spec = GenerateSpec(
+                        tuple(cells[s : s + size]), self.config.generate, (cfg.seed, n, 1, k), hints
+                    )
+                    plan.append(SearchShard(shard=k, spec=spec))
+        return plan + stored(self._decoration_starts(n))
 
     def _model_path(self, n: int) -> Path:
         rec = [r for r in self.store.models() if r.iteration == n]
         return self.store.model_path(rec[-1])
 
     def _store_shard(
-        self, n: int, chunk: list[int], shard: ShardResult, committee: Committee | None
-    ) -> None:
-        results = list(shard.results)
-        if committee is not None:  # before add_relaxed: a redone chunk adds none twice
-            self._add_trust_frames(n, chunk, results, committee)
+        self, n: int, shard: SearchShard, result: ShardResult, committee: Committee | None
+    ) -> int:
+        """Store one shard's relaxations (and trust frames); returns how many."""
+        results = list(result.results)
         records = [
             RelaxationRecord(
                 status=r.status,
@@ -631,37 +668,54 @@ class Campaign:
                 initial_id=sid,
                 fingerprint=fp,
             )
-            for sid, r, fp in zip(chunk, results, shard.fingerprints, strict=True)
+            for sid, r, fp in zip(
+                shard.ids or [None] * len(results), results, result.fingerprints, strict=True
+            )
         ]
-        self.store.add_relaxed([r.atoms for r in results], records, iteration=n)
+        finals = [r.atoms for r in results]
+        if shard.spec is not None:
+            assert result.generated is not None
+            picks = [] if committee is None else self._trust_picks(n, results, committee)
+            self.store.add_generated_shard(n, shard.shard, result.generated, finals, records, picks)
+            return len(results)
+        if committee is not None:  # before add_relaxed: a redone chunk adds none twice
+            have = self.store.children(Origin.TRUST_FRAME)
+            keep = [j for j, sid in enumerate(shard.ids) if sid not in have]
+            picks = self._trust_picks(n, [results[j] for j in keep], committee)
+            if picks:
+                self.store.add_structures(
+                    [f for _, f in picks],
+                    origin=Origin.TRUST_FRAME,
+                    iteration=n,
+                    parent_ids=[shard.ids[keep[j]] for j, _ in picks],
+                )
+        self.store.add_relaxed(finals, records, iteration=n)
+        return len(results)
 
-    def _add_trust_frames(
-        self, n: int, ids: list[int], results: list[RelaxResult], committee: Committee
-    ) -> None:
-        """Store the first frame past the committee's trust level of each relaxation that
-        did not converge (none when no frame before the end crosses it)."""
+    def _trust_picks(
+        self, n: int, results: list[RelaxResult], committee: Committee
+    ) -> list[tuple[int, Atoms]]:
+        """(index into ``results``, frame): the first frame past the committee's trust level
+        of each relaxation that did not converge (none when no frame before the end
+        crosses it)."""
         threshold = self.config.selection.for_iteration(n).force_deviation
-        have = self.store.children(Origin.TRUST_FRAME)
         todo = [
-            (sid, r)
-            for sid, r in zip(ids, results, strict=True)
-            if r.status != RelaxStatus.CONVERGED and sid not in have and len(r.frames) > 1
+            j
+            for j, r in enumerate(results)
+            if r.status != RelaxStatus.CONVERGED and len(r.frames) > 1
         ]
         if not todo:
-            return
-        frames = [f for _, r in todo for f in r.frames]
+            return []
+        frames = [f for j in todo for f in results[j].frames]
         dev = committee.evaluate(frames, self.config.campaign.pressure).force_deviation  # [F]
-        picks, parents, start = [], [], 0
-        for sid, r in todo:
+        picks, start = [], 0
+        for j in todo:
+            r = results[j]
             k = first_crossing(dev[start : start + len(r.frames)], threshold)
             start += len(r.frames)
             if k is not None and k < len(r.frames) - 1:
-                picks.append(r.frames[k].copy())
-                parents.append(sid)
-        if picks:
-            self.store.add_structures(
-                picks, origin=Origin.TRUST_FRAME, iteration=n, parent_ids=parents
-            )
+                picks.append((j, r.frames[k].copy()))
+        return picks
 
     def _decoration_starts(self, n: int) -> list[int]:
         """Iteration n's decorations of the ``[campaign] decorations`` lattices (every one
@@ -1102,3 +1156,50 @@ class Campaign:
                 key = composition_key(a.get_chemical_formula())
                 vols.setdefault(key, []).append(a.get_volume() / len(a))
         return {k: float(np.median(v)) for k, v in vols.items()}
+
+
+@dataclass(frozen=True)
+class SearchShard:
+    """One shard of an iteration's search: stored structures (``ids``) or shard ``shard`` of
+    the random structures, which its worker generates from ``spec``."""
+
+    ids: tuple[int, ...] = ()
+    shard: int = -1
+    spec: GenerateSpec | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.spec.cells) if self.spec is not None else len(self.ids)
+
+
+class _ShardJobs(Sequence[ShardJob]):
+    """The ``ShardJob`` of each shard, built when the executor asks for it, so that only the
+    shards in flight hold their structures (a search of 10⁵ stored starts would otherwise
+    be loaded whole before the first is relaxed)."""
+
+    def __init__(
+        self,
+        store: CampaignStore,
+        shards: list[SearchShard],
+        model_path: str,
+        pressure: float,
+        relax: RelaxConfig,
+        config: CampaignConfig,
+    ) -> None:
+        self._store, self._shards = store, shards
+        self._args = (model_path, pressure, relax, config.dedup.fingerprint)
+
+    def __len__(self) -> int:
+        return len(self._shards)
+
+    @overload
+    def __getitem__(self, index: int) -> ShardJob: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ShardJob]: ...
+    def __getitem__(self, index: int | slice) -> ShardJob | list[ShardJob]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        shard = self._shards[index]
+        path, pressure, relax, fingerprint = self._args
+        atoms = tuple(self._store.get_atoms(list(shard.ids))) if shard.ids else ()
+        return ShardJob(path, atoms, pressure, relax, fingerprint, generate=shard.spec)

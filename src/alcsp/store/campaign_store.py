@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,10 @@ def _as_composition_key(c: Any) -> str:
 
     comp = Composition(c) if isinstance(c, str) else c
     return composition_key({str(el): amt for el, amt in comp.items()})
+
+
+#: meta key prefix of a stored generated search shard: "search_shard:<iteration>:<shard>"
+_SHARD_KEY = "search_shard:"
 
 
 class CampaignStore:
@@ -492,6 +497,19 @@ class CampaignStore:
         has a relaxation by ``method`` is skipped (its id is returned as None), so a batch
         redone after a crash adds nothing twice. Returns the relaxation ids.
         """
+        with self._tx() as c:
+            return self._insert_relaxed(c, final_structures, records, iteration, method, origin)
+
+    def _insert_relaxed(
+        self,
+        c: sqlite3.Connection,
+        final_structures: Sequence[Atoms],
+        records: Sequence[RelaxationRecord],
+        iteration: int,
+        method: str,
+        origin: str,
+    ) -> list[int | None]:
+        """``add_relaxed`` inside the caller's transaction ``c``."""
         if len(final_structures) != len(records):
             raise ValueError(f"{len(final_structures)} structures for {len(records)} records")
         for r in records:
@@ -499,58 +517,102 @@ class CampaignStore:
                 raise ValueError(f"relaxation status {r.status!r} is not one of {RELAX_STATUSES}")
         parents = [r.initial_id for r in records]
         rows = self._structure_rows(final_structures, origin, iteration, parents)
-        with self._tx() as c:
-            initial = [p for p in parents if p is not None]
-            done: set[int] = set()
-            for s in range(0, len(initial), _CHUNK):
-                chunk = initial[s : s + _CHUNK]
-                done.update(
-                    r[0]
-                    for r in c.execute(
-                        "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
-                        f"({','.join('?' * len(chunk))})",
-                        [method, *chunk],
-                    )
+        initial = [p for p in parents if p is not None]
+        done: set[int] = set()
+        for s in range(0, len(initial), _CHUNK):
+            chunk = initial[s : s + _CHUNK]
+            done.update(
+                r[0]
+                for r in c.execute(
+                    "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    [method, *chunk],
                 )
-            keep = [k for k, p in enumerate(parents) if p is None or p not in done]
-            sids = self._insert_structures(c, [rows[k] for k in keep])
-            start = c.execute("SELECT COALESCE(MAX(id), 0) FROM relaxations").fetchone()[0] + 1
-            rel_rows = []
-            for j, (k, sid) in enumerate(zip(keep, sids, strict=True)):
-                r = records[k]
-                fp = (
-                    None
-                    if r.fingerprint is None
-                    else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes()
-                )
-                rel_rows.append(
-                    (
-                        start + j,
-                        sid,
-                        r.initial_id,
-                        method,
-                        rows[k][2],
-                        r.status,
-                        r.reason or None,
-                        float(r.energy),
-                        float(r.enthalpy_per_atom),
-                        float(r.volume),
-                        int(r.steps),
-                        float(r.pressure),
-                        iteration,
-                        fp,
-                    )
-                )
-            c.executemany(
-                "INSERT INTO relaxations(id, structure_id, initial_id, method, composition, "
-                "status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration, "
-                "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rel_rows,
             )
+        keep = [k for k, p in enumerate(parents) if p is None or p not in done]
+        sids = self._insert_structures(c, [rows[k] for k in keep])
+        start = c.execute("SELECT COALESCE(MAX(id), 0) FROM relaxations").fetchone()[0] + 1
+        rel_rows = []
+        for j, (k, sid) in enumerate(zip(keep, sids, strict=True)):
+            r = records[k]
+            fp = (
+                None
+                if r.fingerprint is None
+                else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes()
+            )
+            rel_rows.append(
+                (
+                    start + j,
+                    sid,
+                    r.initial_id,
+                    method,
+                    rows[k][2],
+                    r.status,
+                    r.reason or None,
+                    float(r.energy),
+                    float(r.enthalpy_per_atom),
+                    float(r.volume),
+                    int(r.steps),
+                    float(r.pressure),
+                    iteration,
+                    fp,
+                )
+            )
+        c.executemany(
+            "INSERT INTO relaxations(id, structure_id, initial_id, method, composition, "
+            "status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration, "
+            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rel_rows,
+        )
         out: list[int | None] = [None] * len(records)
         for j, k in enumerate(keep):
             out[k] = start + j
         return out
+
+    def add_generated_shard(
+        self,
+        iteration: int,
+        shard: int,
+        starts: Sequence[Atoms],
+        final_structures: Sequence[Atoms],
+        records: Sequence[RelaxationRecord],
+        trust_frames: Sequence[tuple[int, Atoms]] = (),
+    ) -> list[int]:
+        """Store one search shard whose random structures a worker generated, in one
+        transaction: the ``starts`` (origin random), their relaxations (``records[k]`` and
+        ``final_structures[k]`` belong to ``starts[k]``; ``initial_id`` is set here), the
+        trust frames as (index into starts, frame) and the mark that shard ``shard`` of
+        ``iteration`` is done. Idempotent: a shard already marked adds nothing (returns
+        []). Returns the ids of the starts."""
+        if not len(starts) == len(final_structures) == len(records):
+            raise ValueError(
+                f"shard {shard}: {len(starts)} starts, {len(final_structures)} relaxed "
+                f"structures and {len(records)} records must be as many"
+            )
+        key = f"{_SHARD_KEY}{iteration}:{shard}"
+        rows = self._structure_rows(starts, Origin.RANDOM, iteration, None)
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone():
+                return []
+            ids = self._insert_structures(c, rows)
+            with_ids = [replace(r, initial_id=i) for r, i in zip(records, ids, strict=True)]
+            self._insert_relaxed(c, final_structures, with_ids, iteration, "acnn", Origin.RELAXED)
+            if trust_frames:
+                frame_rows = self._structure_rows(
+                    [f for _, f in trust_frames],
+                    Origin.TRUST_FRAME,
+                    iteration,
+                    [ids[k] for k, _ in trust_frames],
+                )
+                self._insert_structures(c, frame_rows)
+            c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, str(len(ids))))
+        return ids
+
+    def generated_shards(self, iteration: int) -> set[int]:
+        """The search shards of ``iteration`` whose generated structures are stored."""
+        prefix = f"{_SHARD_KEY}{iteration}:"
+        q = "SELECT key FROM meta WHERE key >= ? AND key < ?"
+        return {int(k[len(prefix) :]) for (k,) in self.conn.execute(q, (prefix, prefix + "\uffff"))}
 
     def relaxed_initial_ids(self, method: str = "acnn") -> set[int]:
         """Initial structures that already have a relaxation by ``method`` (to resume)."""
