@@ -12,10 +12,11 @@ labelled set) are never selected.
 uncertainty together): compositions and the structures within each are ranked by a lower
 confidence bound, E_hull − κ·σ and H − κ·σ, σ the committee's energy spread (eV/atom) at
 the relaxed geometry, so that an uncertain low-lying structure is labelled before a certain
-one a little lower; and the failures are labelled at the first trajectory frame where the
-committee's force deviation crossed ``force_deviation`` (the campaign swaps the candidate's
-id for that frame's), not at the collapsed end geometry. ``rule = "paper"`` is the paper's
-rule, kept for comparison.
+one a little lower — except the first ``exploit`` picks of each composition (default 1),
+which go by the model's enthalpy alone, so that its best guess is always labelled; and the
+failures are labelled at the first trajectory frame where the committee's force deviation
+crossed ``force_deviation`` (the campaign swaps the candidate's id for that frame's), not
+at the collapsed end geometry. ``rule = "paper"`` is the paper's rule, kept for comparison.
 
 ``cap_selection`` bounds an iteration's labels (the per-iteration oracle cap), with the
 failures limited to a share of the cap, and takes minima round robin over the compositions.
@@ -91,9 +92,10 @@ class SelectionConfig:
     rule: str = "paper"  # one of RULES
     kappa: float = 1.0  # committee rule: rank by E_hull - kappa * spread
     force_deviation: float = 1.0  # eV/Å, committee rule: trust level of the force deviation
+    exploit: int = 1  # committee rule: picks per composition by enthalpy before the LCB ones
 
     def __post_init__(self) -> None:
-        for name in ("c_max", "l_max", "b_max"):
+        for name in ("c_max", "l_max", "b_max", "exploit"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
@@ -236,18 +238,13 @@ def select_for_labelling(
 
     minima: list[Candidate] = []
     n_dup = 0
+    greedy = config.exploit if kappa > 0 else 0  # kappa = 0: the one order is the enthalpy's
     for k in ranked:
-        local = Deduplicator(dedup)
-        picked = 0
-        for c in sorted(by_comp[k], key=lambda c: (lcb(c.enthalpy_per_atom, c), c.id)):
-            if picked >= config.l_max:
-                break
-            if c.fingerprint is not None:
-                if local.add(c.id, k, c.enthalpy_per_atom, c.fingerprint) is not None:
-                    n_dup += 1
-                    continue
-            minima.append(c)
-            picked += 1
+        by_h = sorted(by_comp[k], key=lambda c: (c.enthalpy_per_atom, c.id))
+        by_lcb = sorted(by_comp[k], key=lambda c: (lcb(c.enthalpy_per_atom, c), c.id))
+        picked, dups = _pick(k, [(by_h, min(greedy, config.l_max)), (by_lcb, config.l_max)], dedup)
+        minima += picked
+        n_dup += dups
 
     failures = []
     for c in sorted(eligible, key=lambda c: c.id):
@@ -256,6 +253,31 @@ def select_for_labelling(
         ):
             failures.append(c)
     return Selection(tuple(minima), tuple(failures), tuple(ranked), n_labelled, n_dup)
+
+
+def _pick(
+    key: str, passes: list[tuple[list[Candidate], int]], dedup: DedupConfig | None
+) -> tuple[list[Candidate], int]:
+    """One composition's picks: each (order, limit) pass takes candidates in its order until
+    ``limit`` are picked in all, skipping fingerprint duplicates of the picks and
+    candidates an earlier pass considered. Returns the picks and the duplicates skipped."""
+    local = Deduplicator(dedup)
+    picked: list[Candidate] = []
+    tried: set[str] = set()
+    n_dup = 0
+    for order, limit in passes:
+        for c in order:
+            if len(picked) >= limit:
+                break
+            if c.id in tried:
+                continue
+            tried.add(c.id)
+            if c.fingerprint is not None:
+                if local.add(c.id, key, c.enthalpy_per_atom, c.fingerprint) is not None:
+                    n_dup += 1
+                    continue
+            picked.append(c)
+    return picked, n_dup
 
 
 def cap_selection(selection: Selection, cap: int | None, failure_share: float) -> Selection:
