@@ -114,3 +114,32 @@ def test_one_process_and_two_workers_store_the_same_campaign(tmp_path, capsys):
     for table in inline:
         _same(inline[table], pool[table])
     capsys.readouterr()
+
+
+def test_a_failed_shard_is_recorded_and_shown_and_the_others_are_kept(
+    tmp_path, monkeypatch, capsys
+):
+    """A shard whose worker fails (here shard 1 of iteration 1 raises, as a worker that
+    cannot read the model would): the other shards are stored, the failure is noted with
+    its reason and `alcsp status` shows it."""
+    import alcsp.campaign.loop as loop
+    from alcsp.search import relax_shard
+
+    def flaky(job):
+        if job.generate is not None and job.generate.seed[1:] == (1, 1, 1):
+            raise RuntimeError("cannot read the model file (test)")
+        return relax_shard(job)
+
+    monkeypatch.setattr(loop, "relax_shard", flaky)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY.replace("max_iterations = 2", "max_iterations = 1"))
+    d = tmp_path / "c"
+    assert main(["run", str(cfg), "--dir", str(d), "--quiet"]) == 0
+    with CampaignStore.open(d, readonly=True) as store:
+        assert store.generated_shards(1) == {0, 2}
+        assert store.shard_failures(1) == {"g1": "RuntimeError: cannot read the model file (test)"}
+        assert len(store.structure_ids(origin=Origin.RANDOM, iteration=1)) == 16
+    capsys.readouterr()
+    assert main(["status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "search shards failed: 1, e.g. g1: RuntimeError: cannot read the model file" in out

@@ -575,6 +575,7 @@ class Campaign:
         self.emit(StageStarted(n, Stage.SEARCH, left, "structures"))
         t0 = time.perf_counter()
         ready: dict[int, TaskResult[ShardResult]] = {}
+        failed = self.store.shard_failures(n)
         failures: dict[str, str] = {}
         k = 0  # the next shard to store
         results = self.executor.map_unordered(relax_shard, jobs)
@@ -586,16 +587,19 @@ class Campaign:
                     shard = shards[k]
                     k += 1
                     if not res.ok:
+                        why = f"{type(res.error).__name__}: {res.error}"
+                        self.store.record_shard_failure(n, shard.key, why)
                         self._notice(
                             f"iteration {n}: a shard of {shard.size} structures failed "
-                            f"({type(res.error).__name__}: {res.error}); a resumed run "
-                            "retries it"
+                            f"({why}); a resumed run retries it"
                         )
                         continue
                     assert res.value is not None
                     for f in res.value.failures:
                         failures.setdefault(f.composition, f.reason)
                     relaxed += self._store_shard(n, shard, res.value, committee)
+                    if shard.key in failed:  # a retried shard: its failure note goes
+                        self.store.clear_shard_failure(n, shard.key)
                     rate = relaxed / max(time.perf_counter() - t0, 1e-9)
                     self.emit(
                         StageProgress(n, Stage.SEARCH, relaxed, left, unit="structures", rate=rate)
@@ -1170,6 +1174,11 @@ class SearchShard:
     @property
     def size(self) -> int:
         return len(self.spec.cells) if self.spec is not None else len(self.ids)
+
+    @property
+    def key(self) -> str:
+        """Its name in the store's failure notes: ``g<shard>`` or ``s<first id>``."""
+        return f"g{self.shard}" if self.spec is not None else f"s{self.ids[0]}"
 
 
 class _ShardJobs(Sequence[ShardJob]):

@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
             f"(unphysical {c.get('unphysical', 0)}), labelled {c.get('labelled', 0)}"
             f"{err}; stable: {', '.join(it['stable']) or '-'}"
         )
+        bad = it.get("failed_shards") or {}
+        if bad:
+            key, why = next(iter(bad.items()))
+            print(f"    search shards failed: {len(bad)}, e.g. {key}: {why}")
     calls = s["oracle_calls"]
     print(
         f"  oracle calls {sum(calls.values())}: " + ", ".join(f"{k} {v}" for k, v in calls.items())

@@ -68,6 +68,7 @@ def _as_composition_key(c: Any) -> str:
 
 #: meta key prefix of a stored generated search shard: "search_shard:<iteration>:<shard>"
 _SHARD_KEY = "search_shard:"
+_SHARD_FAILED_KEY = "search_shard_failed:"  # + "<iteration>:<shard>" -> why it failed
 
 
 class CampaignStore:
@@ -606,7 +607,29 @@ class CampaignStore:
                 )
                 self._insert_structures(c, frame_rows)
             c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, str(len(ids))))
+            c.execute(
+                "DELETE FROM meta WHERE key = ?", (f"{_SHARD_FAILED_KEY}{iteration}:g{shard}",)
+            )
         return ids
+
+    def record_shard_failure(self, iteration: int, shard: str, reason: str) -> None:
+        """Note that search shard ``shard`` (``g<k>``: generated shard k; ``s<id>``: the
+        stored starts from structure ``id``) of ``iteration`` failed, and why; cleared when
+        it is stored (``clear_shard_failure``), shown by ``alcsp status``."""
+        self.set_meta(f"{_SHARD_FAILED_KEY}{iteration}:{shard}", reason)
+
+    def clear_shard_failure(self, iteration: int, shard: str) -> None:
+        with self._tx() as c:
+            c.execute(
+                "DELETE FROM meta WHERE key = ?", (f"{_SHARD_FAILED_KEY}{iteration}:{shard}",)
+            )
+
+    def shard_failures(self, iteration: int) -> dict[str, str]:
+        """Search shards of ``iteration`` that failed and were not stored since: shard ->
+        reason."""
+        prefix = f"{_SHARD_FAILED_KEY}{iteration}:"
+        q = "SELECT key, value FROM meta WHERE key >= ? AND key < ?"
+        return {k[len(prefix) :]: v for k, v in self.conn.execute(q, (prefix, prefix + "\uffff"))}
 
     def generated_shards(self, iteration: int) -> set[int]:
         """The search shards of ``iteration`` whose generated structures are stored."""

@@ -78,6 +78,7 @@ def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
         "timings": it.timings,
         "stable": sorted((it.hull or {}).get("stable", {})),
         "pending": pending,
+        "failed_shards": store.shard_failures(it.index),
     }
 
 
