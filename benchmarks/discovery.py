@@ -293,12 +293,23 @@ def _matcher() -> StructureMatcher:
     )
 
 
+def _sg_number(atoms) -> int:
+    import spglib
+
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    data = spglib.get_symmetry_dataset(cell, symprec=0.1)
+    return 0 if data is None else int(data.number)
+
+
 class _Classifier:
     """Which of the best-known file's structures of one composition (the stable one and
     every distinct structure within 10 meV/atom of the hull) a structure is: the one it fits
     with the smallest RMS displacement (pymatgen StructureMatcher, volume-normalised). A fit
     alone would take close relatives for the stable phase (B2 and L1_0 fit B19 CuAu, D0_22
-    fits D0_19 Cu3Au); the nearest known structure does not."""
+    fits D0_19 Cu3Au); the nearest known structure does not. It must also have the target's
+    space group (spglib, 0.1 Å): a relaxation keeps its start's symmetry, and the nearest
+    stored structure can still be another minimum that is not stored (a P2_1/c CuAu 15
+    meV/atom above the hull was counted as B19 before this check)."""
 
     def __init__(self, best: BestKnown, key: str):
         self.sm = _matcher()
@@ -306,9 +317,12 @@ class _Classifier:
         self.refs = [AseAtomsAdaptor.get_structure(a) for a in own]
         target = best.structure(key)
         self.target = next(i for i, a in enumerate(own) if a is target)
+        self.number = _sg_number(target)
 
     def is_target(self, atoms) -> bool:
         try:
+            if _sg_number(atoms) != self.number:
+                return False
             s = AseAtomsAdaptor.get_structure(atoms)
             if self.sm.get_rms_dist(s, self.refs[self.target]) is None:
                 return False  # the usual case: not even a loose fit
