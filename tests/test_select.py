@@ -107,17 +107,17 @@ def test_committee_rule_ranks_by_a_lower_confidence_bound():
     data = [replace(c, spread=0.05) if c.id == "b2" else c for c in _data()]
     paper = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1))
     assert paper.ids[:1] == ["a1"]
-    pure = SelectionConfig(c_max=1, l_max=1, rule="committee", exploit=0)
-    lcb = select_for_labelling(data, pure)
+    lcb = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee"))
     assert lcb.compositions == ("B",) and lcb.minima[0].id == "b2"
-    # by default the model's best guess of the composition comes first, then the bound's
-    mixed = select_for_labelling(data, SelectionConfig(c_max=1, l_max=2, rule="committee"))
+    # exploit = 1: the model's best guess of the composition comes first, then the bound's
+    greedy = dict(c_max=1, rule="committee", exploit=1)
+    mixed = select_for_labelling(data, SelectionConfig(l_max=2, **greedy))
     assert [c.id for c in mixed.minima] == ["b1", "b2"]
-    one = select_for_labelling(data, SelectionConfig(c_max=1, l_max=1, rule="committee"))
+    one = select_for_labelling(data, SelectionConfig(l_max=1, **greedy))
     assert [c.id for c in one.minima] == ["b1"]
     # a duplicate of the greedy pick is skipped by the bound's pass too
     dup = [*data, Candidate("b0", "B", -0.799, 0.021, "converged", _fp(4), spread=0.2)]
-    both = select_for_labelling(dup, SelectionConfig(c_max=1, l_max=2, rule="committee"))
+    both = select_for_labelling(dup, SelectionConfig(l_max=2, **greedy))
     assert [c.id for c in both.minima] == ["b1", "b2"] and both.n_excluded_duplicates == 1
     # kappa = 0 is the paper's ranking again
     zero = select_for_labelling(
