@@ -1,0 +1,109 @@
+"""How well does ACNN, trained on one campaign's labels, rank the structures that decide a
+hull? Trains a fresh model on a finished campaign's training set (the campaign's own
+``[model]`` and ``[train]``, force cap as the campaign) in a few variants and evaluates it on
+the best-known near-hull structures of ``benchmarks/data/best-known/<system>.extxyz``
+(every distinct structure within 10 meV/atom of the best-known hull, with EMT energies).
+
+Printed per variant (one JSON line): ``within_comp_std_mev``, the mean over compositions of
+the standard deviation of ACNN − EMT energy per atom among that composition's structures
+(what decides the ranking inside a composition; a constant offset does not count);
+``best_right``, in how many compositions ACNN's lowest is EMT's lowest; ``rmse_mev`` after
+removing the mean offset. Variants: ``base`` (the campaign's settings), ``weighted``
+(``hull_weight_scale`` = ``--scale``), ``long`` (3× the steps).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ranking_offline.py runs/c1 --seeds 21,22
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.io import read
+
+from alcsp.config import parse_config
+from alcsp.potential import ACNNPotential, train
+from alcsp.potential.train import hull_weights
+from alcsp.store import CampaignStore
+from alcsp.store.hulls import hull_of
+from alcsp.structures import StructureBatch
+from alcsp.vocab import composition_key
+
+BEST = Path(__file__).parent / "data" / "best-known"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("campaign", type=Path)
+    ap.add_argument("--system", default="Cu-Au")
+    ap.add_argument("--variants", default="base,weighted,long")
+    ap.add_argument("--seeds", default="21", help="training seeds, e.g. 21,22")
+    ap.add_argument("--scale", type=float, default=0.05, help="hull_weight_scale, eV/atom")
+    ap.add_argument("--floor", type=float, default=0.1, help="hull_weight_floor")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    with CampaignStore.open(args.campaign, readonly=True) as store:
+        cfg = parse_config(store.config_text)
+        data = sorted(store.training_set(cfg.oracle.name), key=lambda a: a.info["structure_id"])
+    cap = cfg.campaign.train_max_force
+    data = [a for a in data if cap == 0 or float(np.abs(a.get_forces()).max()) <= cap]
+    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
+    h = np.array([a.get_potential_energy() / len(a) for a in data])  # 0 GPa (EMT systems)
+    e_hull = np.full(len(data), np.nan)
+    built = hull_of(keys, h, cfg.elements)
+    if built is not None:
+        e_hull[built[1]] = built[0].e_hull
+    best = read(BEST / f"{args.system}.extxyz", ":")
+    e_ref = np.array([a.get_potential_energy() / len(a) for a in best])  # [B] eV/atom
+    best_keys = [composition_key(a.get_chemical_formula()) for a in best]
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for variant in args.variants.split(","):
+            steps = cfg.train.steps * (3 if variant == "long" else 1)
+            tc = replace(
+                cfg.train,
+                steps=steps,
+                decay_every=cfg.train.decay_every * steps // cfg.train.steps,
+                seed=seed,
+            )
+            w = hull_weights(e_hull, args.scale, args.floor) if variant == "weighted" else None
+            c0 = time.process_time()
+            model, _ = train(data, cfg.model, tc, weights=w)
+            pot = ACNNPotential(model, dtype=torch.float64)
+            e = []
+            for k in range(0, len(best), 16):
+                out = pot.compute(StructureBatch.from_atoms(best[k : k + 16], dtype=torch.float64))
+                e += list(out.energy.detach().cpu().numpy())
+            err = np.array(e) / np.array([len(a) for a in best]) - e_ref  # [B]
+            stds, right, n = [], 0, 0
+            for key in sorted(set(best_keys)):
+                idx = [i for i, x in enumerate(best_keys) if x == key]
+                if len(idx) < 2:
+                    continue
+                n += 1
+                stds.append(float(np.std(err[idx])))
+                right += int(np.argmin(err[idx] + e_ref[idx]) == np.argmin(e_ref[idx]))
+            print(
+                json.dumps(
+                    {
+                        "campaign": str(args.campaign),
+                        "variant": variant,
+                        "seed": seed,
+                        "labels": len(data),
+                        "steps": steps,
+                        "within_comp_std_mev": round(1000 * float(np.mean(stds)), 2),
+                        "best_right": f"{right}/{n}",
+                        "rmse_mev": round(1000 * float(np.std(err)), 2),
+                        "cpu_s": round(time.process_time() - c0, 1),
+                    }
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
