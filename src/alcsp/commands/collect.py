@@ -70,12 +70,7 @@ def run(args: argparse.Namespace) -> int:
             oracle = oracle or config.oracle.name
             cap = config.campaign.train_max_force if cap is None else cap
         frames = sorted(store.training_set(oracle), key=lambda a: a.info["structure_id"])
-        oracles = [
-            o
-            for (o,) in store.conn.execute(
-                "SELECT DISTINCT oracle FROM labels WHERE ok = 1 ORDER BY oracle"
-            )
-        ]
+        oracles = store.oracles()
     if not frames:
         known = f" (labels exist from: {', '.join(oracles)})" if oracles else ""
         raise ValueError(
