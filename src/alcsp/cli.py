@@ -3,16 +3,28 @@
 Each command lives in ``alcsp.commands.<name>`` and defines ``add_parser(subparsers)``
 (which registers its arguments and sets ``func``). Add a new command by adding its module
 name to ``COMMANDS``.
+
+Every failure of the user's making is one line on stderr, ``alcsp CMD: error: MESSAGE``,
+and exit status 2: a ``UserError`` (``alcsp.errors``), a ``ValueError`` or an ``OSError``
+(a missing file, no permission, a full disk) raised by a command, SQLite's
+``DatabaseError`` (a damaged campaign database), and argparse's own errors (an unknown
+command or option, a missing argument). Any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import sqlite3
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 from alcsp import __version__
+from alcsp.errors import UserError, one_line
 
 COMMANDS: tuple[str, ...] = (
     "train",
@@ -36,8 +48,15 @@ COMMANDS: tuple[str, ...] = (
 EXIT_BROKEN_PIPE = 141
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="alcsp",
         description="Active-learning crystal structure prediction with the ACNN potential.",
     )
@@ -48,21 +67,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What the CLI prints as one line: bad input, files, the campaign database.
+USER_ERRORS = (UserError, ValueError, OSError, sqlite3.DatabaseError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own parser, as its other errors are
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, where a closed pipe can no longer be caught
         return code
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
-        print(f"alcsp {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         if not _stdout_closed():  # a broken pipe or socket of the command's own
             raise
         _discard_stdout()  # the reader of stdout left (| head): stop quietly
         return EXIT_BROKEN_PIPE
+    except USER_ERRORS as exc:  # user errors: one clear line, no traceback
+        print(f"alcsp {args.command}: error: {describe(exc, args)}", file=sys.stderr)
+        return 2
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
+
+
+def describe(exc: BaseException, args: argparse.Namespace) -> str:
+    """The one line that tells the user what went wrong and what to do."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        from alcsp.store.db import database_error
+
+        directory = getattr(args, "directory", None) or getattr(args, "target", None)
+        where = Path(directory) if isinstance(directory, Path) and directory.is_dir() else None
+        return one_line(database_error(exc, where))
+    if isinstance(exc, OSError) and not isinstance(exc, UserError) and exc.strerror:
+        return one_line(_os_error(exc))
+    return one_line(exc)
+
+
+def _os_error(exc: OSError) -> str:
+    """An ``OSError`` (which names no fix) with the fix for its kind."""
+    what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{what}; free some disk space (or raise the quota) and run the command again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{what}; the command needs permission to read or write there"
+    if exc.errno == errno.ENOENT:
+        return f"{what}; check the path"
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.EEXIST):
+        return f"{what}; give a file where a file is expected and a folder where a folder is"
+    return what
 
 
 def _stdout_closed() -> bool:

@@ -21,22 +21,31 @@ Tables (every one optional except ``[campaign]``, ``[compositions]`` and ``[orac
                    (alcsp.committee.CommitteeConfig: size, perturb, steps, workers)
     [executor]     where oracle jobs run (alcsp.execute.ExecutorConfig)
 
-Errors name the table and field and say what is allowed.
+Errors name the table and field and say what is allowed. Every check runs in
+``parse_config``, before any campaign directory exists: the type of every field (from the
+annotations of the table's dataclass: an integer, a finite number, true or false, a list,
+a table), the limits of ``LIMITS`` (values no campaign can run with, such as a search of
+2**63 structures per iteration) and each table's own ranges.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import tomllib
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alcsp.committee import CommitteeConfig
 from alcsp.compositions import CompositionRules, rules_from_mapping
 from alcsp.dedup import DedupConfig, FingerprintConfig
-from alcsp.execute import ExecutorConfig
+from alcsp.errors import UserError
+from alcsp.execute import DaskConfig, ExecutorConfig
 from alcsp.generate import GenerateConfig
 from alcsp.oracle.factory import OracleConfig, make_oracle
 from alcsp.potential.model import ACNNConfig
@@ -62,8 +71,31 @@ TABLES = (
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The config cannot be used; the message names the field and the fix."""
+
+
+#: Upper limits of fields, (table, field) -> (limit, why): beyond them a campaign would
+#: stall or run out of memory instead of failing.
+LIMITS: dict[tuple[str, str], tuple[float, str]] = {
+    ("campaign", "initial_structures"): (10**6, "random structures labelled by the oracle"),
+    ("campaign", "structures_per_iteration"): (
+        10**7,
+        "random structures relaxed with ACNN per iteration; the paper's searches use 5000",
+    ),
+    ("campaign", "max_iterations"): (10**4, "active-learning iterations"),
+    ("model", "cutoff_radial"): (
+        12.0,
+        "Å; the neighbours of an atom grow as the cube of the cutoff (typical 4-6 Å)",
+    ),
+    ("model", "cutoff_angular"): (12.0, "Å; typical 3.5-5 Å"),
+}
+
+T = TypeVar("T")
+
+#: The campaign seed is an integer in [0, SEED_LIMIT) (it seeds NumPy and, times 1000
+#: plus the iteration, torch).
+SEED_LIMIT = 2**32
 
 
 @dataclass(frozen=True)
@@ -107,11 +139,24 @@ class CampaignSettings:
             )
         object.__setattr__(self, "decorations", tuple(self.decorations))
         _positive_ints(self, "campaign", ["max_iterations", "relax_chunk", "hull_patience"])
+        if not (
+            isinstance(self.seed, int)
+            and not isinstance(self.seed, bool)
+            and 0 <= self.seed < SEED_LIMIT
+        ):
+            raise ConfigError(
+                f"[campaign] seed must be an integer >= 0 and < 2**32, got {self.seed!r}"
+            )
         if not self.train_max_force >= 0:
             raise ConfigError("[campaign] train_max_force must be >= 0 eV/Å (0 = no cap)")
         _nonnegative_ints(
             self, "campaign", ["initial_structures", "structures_per_iteration", "oracle_budget"]
         )
+        if self.initial_structures == 0:
+            raise ConfigError(
+                "[campaign] initial_structures must be >= 1: the first model is trained on "
+                "the oracle labels of these random structures (e.g. 100), got 0"
+            )
         if not math.isfinite(self.pressure) or self.pressure <= -1.0:
             raise ConfigError(
                 f"[campaign] pressure must be a finite value in GPa > -1, got {self.pressure}"
@@ -225,6 +270,72 @@ def _nonnegative_ints(obj, table: str, names: list[str]) -> None:
             raise ConfigError(f"[{table}] {n} must be an integer >= 0, got {v!r}")
 
 
+def _accepts(hint: Any, v: Any) -> bool:
+    """Whether the TOML value ``v`` fits the annotation ``hint`` of a config field."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None: TOML has no None
+        return any(_accepts(h, v) for h in args if h is not type(None))
+    if origin is typing.Literal:
+        return v in args
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return _number(v)
+    if hint is str:
+        return isinstance(v, str)
+    if origin in (tuple, list, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return isinstance(v, list | tuple) and all(_accepts(item, x) for x in v)
+    if origin in (dict, collections.abc.Mapping) or dataclasses.is_dataclass(hint):
+        return isinstance(v, dict)
+    return True  # Any, or a type a table cannot hold: its own class checks it
+
+
+def _describe(hint: Any) -> str:
+    """What ``_accepts(hint, ...)`` accepts, in words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in args if h is not type(None))
+    if origin is typing.Literal:
+        return f"one of {list(args)}"
+    if origin in (tuple, list, collections.abc.Sequence):
+        item = _describe(args[0]) if args and args[0] is not Any else "values"
+        return f"a list of {item.removeprefix('a ').removeprefix('an ')}s"
+    if origin in (dict, collections.abc.Mapping) or dataclasses.is_dataclass(hint):
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}[
+        hint
+    ]
+
+
+def check_types(cls: type, table: str, values: dict) -> None:
+    """Refuse a value of ``values`` whose type does not fit its field of the dataclass
+    ``cls`` (unknown names are left to the caller), naming ``[table] field``; then the
+    upper limits of ``LIMITS``."""
+    hints = typing.get_type_hints(cls)
+    for name, v in values.items():
+        hint = hints.get(name)
+        if hint is not None and not _accepts(hint, v):
+            raise ConfigError(f"[{table}] {name} must be {_describe(hint)}, got {v!r}")
+        limit = LIMITS.get((table, name))
+        if limit is not None and v > limit[0]:
+            most = limit[0] if isinstance(limit[0], int) else f"{limit[0]:g}"
+            raise ConfigError(f"[{table}] {name} must be at most {most} ({limit[1]}), got {v!r}")
+
+
+def _table(data: dict, name: str) -> dict:
+    """The table ``[name]`` of the parsed config ({} when absent)."""
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"[{name}] must be a table (a [{name}] line with key = value lines below it), "
+            f"got {name} = {value!r}"
+        )
+    return dict(value)
+
+
 def _build(cls, table: str, values: dict, source: str = "", **fixed):
     """cls(**values, **fixed), naming unknown fields and wrapping validation errors;
     ``source`` says where the ``fixed`` fields come from."""
@@ -237,23 +348,66 @@ def _build(cls, table: str, values: dict, source: str = "", **fixed):
         raise ConfigError(
             f"[{table}] must not set {clash}: {source or 'it comes from elsewhere in the config'}"
         )
+    return _validated(cls, table, values, lambda: cls(**values, **fixed))
+
+
+def _validated(cls: type, table: str, values: dict, make: Callable[[], T]) -> T:
+    """``make()``, which builds the object of ``[table]`` from ``values``, then
+    ``check_types`` (the class may accept a wrong type silently, or reject it with a
+    message that does not name the field: then ``check_types`` names it)."""
     try:
-        return cls(**values, **fixed)
+        built = make()
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[{table}] {exc}") from exc
+        check_types(cls, table, values)  # raises when a wrong type explains the error
+        raise ConfigError(_in_table(table, exc)) from exc
+    check_types(cls, table, values)
+    return built
+
+
+def _oracle(raw: dict) -> OracleConfig:
+    oracle = OracleConfig.from_dict(raw)
+    make_oracle(oracle, Path("."))  # checks name, parameters, retries; touches no file
+    return oracle
+
+
+def _in_table(table: str, exc: Exception) -> str:
+    """The message of ``exc``, naming ``[table]`` unless it names a table already."""
+    text = str(exc)
+    return text if text.startswith("[") else f"[{table}] {text}"
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+
+
+def _compositions(data: dict[str, Any], source: str) -> CompositionRules:
+    """The rules of the ``[compositions]`` table of the parsed config ``data``."""
+    if "compositions" not in data:
+        raise ConfigError(f"{source}: the [compositions] table is required")
+    table = _table(data, "compositions")
+    plain = {k: v for k, v in table.items() if k not in ("ratio_caps", "joins")}
+    return _validated(CompositionRules, "compositions", plain, lambda: rules_from_mapping(table))
 
 
 def _selection(raw: Any) -> SelectionSchedule:
     if raw is None:
         return SelectionSchedule.from_list([SelectionConfig()])
-    tables = [raw] if isinstance(raw, dict) else list(raw)
+    tables = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(
+            f"[[selection]] must be one or more tables (lines [[selection]] with key = value "
+            f"lines below each), got selection = {raw!r}"
+        )
     steps: dict[int, SelectionConfig] = {}
     for k, t in enumerate(tables):
         t = dict(t)
         start = t.pop("from_iteration", 1 if k == 0 else None)
-        if not isinstance(start, int) or start < 1:
+        if not isinstance(start, int) or isinstance(start, bool) or start < 1:
             raise ConfigError(
                 f"[[selection]] table {k + 1} needs from_iteration = an integer >= 1 "
                 "(iterations count from 1)"
@@ -270,52 +424,47 @@ def _selection(raw: Any) -> SelectionSchedule:
 
 def parse_config(text: str, source: str = "config") -> CampaignConfig:
     """Parse and validate a campaign config from TOML text."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source} is not valid TOML: {exc}") from exc
+    data = _toml(text, source)
     unknown = sorted(set(data) - set(TABLES))
     if unknown:
         raise ConfigError(f"{source}: unknown tables {unknown}; allowed: {list(TABLES)}")
     for required in ("campaign", "compositions", "oracle"):
         if required not in data:
             raise ConfigError(f"{source}: the [{required}] table is required")
-    campaign = _build(CampaignSettings, "campaign", dict(data["campaign"]))
-    try:
-        rules = rules_from_mapping(data["compositions"])
-    except ValueError as exc:
-        raise ConfigError(f"[compositions] {exc}") from exc
+    campaign = _build(CampaignSettings, "campaign", _table(data, "campaign"))
+    rules = _compositions(data, source)
     gen = _build(
         GenerateConfig,
         "generate",
-        dict(data.get("generate", {})),
+        _table(data, "generate"),
         source="the pressure comes from [campaign] pressure (GPa)",
         pressure_gpa=campaign.pressure,
     )
-    relax = _build(RelaxConfig, "relax", dict(data.get("relax", {})))
-    dedup_raw = dict(data.get("dedup", {}))
+    relax = _build(RelaxConfig, "relax", _table(data, "relax"))
+    dedup_raw = _table(data, "dedup")
     if "fingerprint" in dedup_raw:
         dedup_raw["fingerprint"] = _build(
-            FingerprintConfig, "dedup.fingerprint", dict(dedup_raw["fingerprint"])
+            FingerprintConfig, "dedup.fingerprint", _table(dedup_raw, "fingerprint")
         )
     dedup = _build(DedupConfig, "dedup", dedup_raw)
     model = _build(
         ACNNConfig,
         "model",
-        dict(data.get("model", {})),
+        _table(data, "model"),
         source="the species come from [compositions] elements; remove it from [model]",
         species=tuple(rules.elements),
     )
-    train = _build(TrainConfig, "train", dict(data.get("train", {})))
+    train = _build(TrainConfig, "train", _table(data, "train"))
+    oracle_raw, executor_raw = _table(data, "oracle"), _table(data, "executor")
+    oracle = _validated(OracleConfig, "oracle", oracle_raw, lambda: _oracle(oracle_raw))
+    dask_raw = _table(executor_raw, "dask")
+    _validated(DaskConfig, "executor.dask", dask_raw, lambda: None)
+    executor = _validated(
+        ExecutorConfig, "executor", executor_raw, lambda: ExecutorConfig.from_dict(executor_raw)
+    )
+    final = _build(FinalSettings, "final", _table(data, "final"))
     try:
-        oracle = OracleConfig.from_dict(dict(data["oracle"]))
-        make_oracle(oracle, Path("."))  # checks name, parameters, retries; touches no file
-        executor = ExecutorConfig.from_dict(dict(data.get("executor", {})))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from exc
-    final = _build(FinalSettings, "final", dict(data.get("final", {})))
-    try:
-        references = ReferenceConfig.from_dict(dict(data.get("references", {})))
+        references = ReferenceConfig.from_dict(_table(data, "references"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     outside = sorted(set(references.prototypes) - set(rules.elements))
@@ -324,7 +473,7 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
             f"[references] prototypes names elements {outside} outside the campaign's "
             f"{list(rules.elements)}; remove them or add them to [compositions] elements"
         )
-    committee = _build(CommitteeConfig, "committee", dict(data.get("committee", {})))
+    committee = _build(CommitteeConfig, "committee", _table(data, "committee"))
     return CampaignConfig(
         campaign=campaign,
         compositions=rules,
@@ -346,5 +495,26 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
 def load_config(path: str | Path) -> CampaignConfig:
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; give a config file (TOML)")
         raise FileNotFoundError(f"config file {path} does not exist")
-    return parse_config(path.read_text(), source=str(path))
+    return parse_config(read_config_text(path), source=str(path))
+
+
+def load_compositions(path: str | Path) -> CompositionRules:
+    """The ``[compositions]`` table of the config file ``path``, checked as in a config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    return _compositions(_toml(read_config_text(path), str(path)), str(path))
+
+
+def read_config_text(path: Path) -> str:
+    """The text of the config file ``path`` (a one-line error unless it is UTF-8 text)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not a text file in UTF-8 (byte {exc.start} is {exc.object[exc.start]:#x}); "
+            "give the campaign's TOML config"
+        ) from None

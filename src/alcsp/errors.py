@@ -6,13 +6,24 @@ message says what is wrong *and* how to fix it, in one line, naming the table an
 (``[campaign] seed``), the option (``--ehull``) or the file.
 
 The error classes of the modules that check input derive from it (and from ``ValueError``
-where callers catch that): ``alcsp.config.ConfigError``, ``alcsp.references.ReferenceError``,
-``alcsp.potential.io.ModelFileError`` and ``DataFileError``,
-``alcsp.relax.config.RelaxConfigError``.
+where callers catch that): ``alcsp.config.ConfigError``, ``alcsp.store.StoreError`` (and
+its ``CampaignDirError`` and ``DamagedStore``), ``alcsp.analysis.AnalysisError``. The CLI
+also prints ``ValueError``, ``OSError`` and SQLite's ``DatabaseError`` as one line (see
+``alcsp.cli``), so checks elsewhere may raise those.
 """
 
 from __future__ import annotations
 
+#: The longest message the CLI prints (a message quoting a long value is cut).
+MAX_MESSAGE = 1500
+
 
 class UserError(Exception):
     """Bad input; the message is one line that names the problem and the fix."""
+
+
+def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
+    """``text`` as one line (whitespace runs, newlines included, become one space), cut
+    to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

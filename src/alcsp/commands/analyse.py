@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,11 @@ def _select(args: argparse.Namespace, kinds: list[AnalysisKind]) -> Selection:
     and tc, every structure for electronic alone. One-line errors for the campaign."""
     from alcsp.campaign import labelled_hull
     from alcsp.config import parse_config
-    from alcsp.store import DB_NAME, CampaignStore
+    from alcsp.store import CampaignStore
 
-    if args.ehull < 0:
-        raise AnalysisError(f"--ehull must be >= 0 eV/atom, got {args.ehull}")
-    if not (args.directory / DB_NAME).exists():
-        raise AnalysisError(f"{args.directory} holds no campaign ({DB_NAME} missing)")
-    with CampaignStore.open(args.directory, readonly=True) as store:
+    if not (math.isfinite(args.ehull) and args.ehull >= 0):
+        raise AnalysisError(f"--ehull must be >= 0 eV/atom and finite, got {args.ehull}")
+    with CampaignStore.open_checked(args.directory) as store:
         cfg = parse_config(store.config_text, source=f"{args.directory} config")
         if "H" not in cfg.elements:
             if AnalysisKind.CAGES in kinds:

@@ -48,16 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import write
 
     from alcsp.config import ConfigError, parse_config
-    from alcsp.store import DB_NAME, CampaignStore
+    from alcsp.store import CampaignStore
 
     if args.max_force is not None and not (math.isfinite(args.max_force) and args.max_force >= 0):
         raise ValueError(f"--max-force must be >= 0 eV/Å (0 = no cap), got {args.max_force}")
-    if not (args.directory / DB_NAME).exists():
-        raise FileNotFoundError(
-            f"{args.directory} holds no campaign ({DB_NAME} missing); "
-            "give the directory of an `alcsp run`"
-        )
-    with CampaignStore.open(args.directory, readonly=True) as store:
+    with CampaignStore.open_checked(args.directory) as store:
         oracle, cap = args.oracle, args.max_force
         if oracle is None or cap is None:
             try:

@@ -22,9 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alcsp.compositions import enumerate_compositions, load_rules
+    from alcsp.compositions import enumerate_compositions
+    from alcsp.config import load_compositions
 
-    space = enumerate_compositions(load_rules(args.config))
+    space = enumerate_compositions(load_compositions(args.config))
     if not args.quiet:
         width = max(len(e.key) for e in space)
         for e in space:

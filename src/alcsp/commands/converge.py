@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -85,6 +86,15 @@ def run(args: argparse.Namespace) -> int:
         result_to_json,
     )
 
+    if args.jobs < 1:
+        raise ConvergeError(f"--jobs must be >= 1 (oracle jobs at once), got {args.jobs}")
+    for option, value in (
+        ("--energy-tol", args.energy_tol),
+        ("--pressure-tol", args.pressure_tol),
+        ("--timeout", args.timeout),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConvergeError(f"{option} must be a finite number > 0, got {value}")
     config = load_config(args.config)
     options = ConvergeOptions(
         energy_tol_mev=args.energy_tol,

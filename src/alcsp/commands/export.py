@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+
+from alcsp.errors import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,24 +22,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_window(ehull: float, option: str = "--ehull") -> None:
+    """A window above the hull (eV/atom) is a finite number >= 0."""
+    if not (math.isfinite(ehull) and ehull >= 0):
+        raise UserError(f"{option} must be >= 0 eV/atom and finite (e.g. 0.1), got {ehull}")
+
+
+def output_folder(given: Path | None, default: Path, what: str) -> Path:
+    """The folder to write ``what`` into (``--out`` or ``default``), made now: a one-line
+    error naming ``--out`` when it is a file or cannot be made."""
+    out = given or default
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder to write {what} into")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"cannot make the folder {out} for {what} ({exc.strerror}); pass --out FOLDER "
+            "to write it elsewhere"
+        ) from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from alcsp.campaign import labelled_hull
-    from alcsp.config import parse_config
+    from alcsp.config import ConfigError, parse_config
     from alcsp.report import phase_table
-    from alcsp.store import DB_NAME, CampaignStore
+    from alcsp.store import CampaignStore
 
-    if args.ehull < 0:
-        raise ValueError(f"--ehull must be >= 0 eV/atom, got {args.ehull}")
-    if not (args.directory / DB_NAME).exists():
-        raise FileNotFoundError(f"{args.directory} holds no campaign ({DB_NAME} missing)")
-    out = args.out or args.directory / "export"
-    with CampaignStore.open(args.directory, readonly=True) as store:
-        cfg = parse_config(store.config_text)
+    check_window(args.ehull)
+    with CampaignStore.open_checked(args.directory) as store:
+        try:
+            cfg = parse_config(store.config_text, source=f"the stored config of {args.directory}")
+        except ConfigError as exc:
+            raise UserError(f"{exc}; this alcsp cannot export the campaign") from None
         lh = labelled_hull(store, cfg.oracle.name, cfg.campaign.pressure, cfg.elements)
         if lh is None:
-            raise ValueError("the campaign has no hull yet (no label covers every element)")
+            raise UserError(
+                "the campaign has no hull yet (no label covers every element); run it "
+                f"further with `alcsp run {args.directory}`"
+            )
         rows = phase_table(lh, args.ehull)
         ids = [r.structure_id for r in rows]
+        out = output_folder(args.out, args.directory / "export", "the exported structures")
         cifs = store.export_cif(out / "cif", ids)
         n = store.export_extxyz(out / "structures.extxyz", ids, oracle=cfg.oracle.name)
     for r in rows:

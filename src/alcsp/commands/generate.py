@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ase.io import write
     from pymatgen.core import Composition
 
-    from alcsp.generate import GenerateConfig, StructureGenerator
+    from alcsp.generate import GenerateConfig, StructureGenerator, start_volume_per_atom
 
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}.")
@@ -62,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
         Composition(args.composition)
     except Exception as exc:  # pymatgen raises several types for bad formulas
         raise ValueError(f"--composition {args.composition!r}: cannot parse ({exc}).") from exc
+    options = {
+        "--pressure": ("pressure_gpa", args.pressure),
+        "--distance-factor": ("distance_factor", args.distance_factor),
+        "--space-groups": ("space_groups", tuple(args.space_groups) if args.space_groups else None),
+        "--timeout": ("attempt_timeout_s", args.timeout),
+    }
+    for option, (name, value) in options.items():
+        try:
+            GenerateConfig(**{name: value})
+        except ValueError as exc:  # its message names the field: name the option instead
+            raise ValueError(f"{option} {value}: {exc}") from None
     cfg = GenerateConfig(
         pressure_gpa=args.pressure,
         distance_factor=args.distance_factor,
@@ -69,6 +80,14 @@ def run(args: argparse.Namespace) -> int:
         attempt_timeout_s=args.timeout,
         engine=args.engine,
     )
+    try:
+        # a formula of unknown elements parses ("Xx2"); the volume model needs them known
+        start_volume_per_atom(args.composition, cfg)
+    except ValueError as exc:
+        raise ValueError(
+            f"--composition {args.composition!r}: {exc} (give a formula of real elements, "
+            "e.g. MgCa2H10)"
+        ) from None
     res = StructureGenerator(cfg).generate(
         args.composition,
         args.count,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -46,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from alcsp.hull import build_hull_from_entries, read_entries
 
+    if not (math.isfinite(args.pressure) and args.pressure > -1):
+        raise ValueError(f"--pressure must be a finite number of GPa > -1, got {args.pressure}")
     entries = []
     for f in args.files:
         entries += read_entries(f, args.pressure)

@@ -21,11 +21,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alcsp.analysis.report_sections import cage_section
+    from alcsp.commands.export import check_window, output_folder
     from alcsp.report import write_report
+    from alcsp.store import CampaignStore
 
+    if args.ehull is not None:
+        check_window(args.ehull)
+    CampaignStore.open_checked(args.directory).close()  # before any file is written
+    out = output_folder(args.out, args.directory / "report", "the report")
     join = [x.strip() for x in args.join.split(",")] if args.join else None
-    path = write_report(
-        args.directory, args.out, args.ehull, join=join, extra_sections=[cage_section]
-    )
+    path = write_report(args.directory, out, args.ehull, join=join, extra_sections=[cage_section])
     print(f"wrote {path}")
     return 0

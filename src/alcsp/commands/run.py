@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alcsp.campaign.events import Event, Notice, describe
+from alcsp.errors import UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -213,6 +214,42 @@ def check_trust(store, directory: Path, trust: bool) -> None:
     sign_config(store)
 
 
+def check_campaign(directory: Path, new_config: bool) -> None:
+    """Before a run writes anything (it holds the lock already): the campaign's database
+    is sound (SQLite's integrity check), its stored config is one this alcsp reads (unless
+    ``new_config`` replaces it) and its latest model, which the run continues from, loads.
+    One-line errors that say what to do."""
+    from alcsp.config import ConfigError, parse_config
+    from alcsp.store import CampaignStore
+
+    with CampaignStore.open_checked(directory, readonly=False) as store:
+        if not new_config:
+            try:
+                parse_config(store.config_text, source=f"the stored config of {directory}")
+            except ConfigError as exc:
+                raise UserError(
+                    f"{exc}; continue the campaign under a config this alcsp reads: "
+                    f"`alcsp run {directory} --config CONFIG.toml`"
+                ) from None
+        latest = store.latest_model()
+        path = None if latest is None else store.model_path(latest)
+    if latest is None or path is None:
+        return
+    where = f"{directory}: the model of iteration {latest.iteration}, {path},"
+    fix = "put the campaign's own file back (from a backup), or start a new campaign"
+    if not path.is_file():
+        raise UserError(f"{where} is missing (deleted or moved); {fix}")
+    from alcsp.potential import load_model
+
+    try:
+        load_model(path)
+    except Exception as exc:  # whatever the file holds: it is not the campaign's model
+        raise UserError(
+            f"{where} cannot be read ({type(exc).__name__}): it is damaged or was not "
+            f"written by alcsp; {fix}"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -231,13 +268,16 @@ def run(args: argparse.Namespace) -> int:
         if target.is_dir():
             if not (target / DB_NAME).exists():
                 raise ValueError(
-                    f"{target} is a directory but holds no campaign ({DB_NAME} missing)"
+                    f"{target} is a directory but holds no campaign ({DB_NAME} missing); "
+                    f"give a campaign directory, or start one there with "
+                    f"`alcsp run CONFIG.toml --dir {target}`"
                 )
             held.enter_context(DirectoryLock.acquire(target))  # before anything is written
             text = None
             if args.config is not None:
                 load_config(args.config)  # validate first
                 text = args.config.read_text()
+            check_campaign(target, new_config=text is not None)
             campaign = Campaign.open(
                 target,
                 events=sink,
@@ -256,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             text = target.read_text()
             if (directory / DB_NAME).exists():
                 held.enter_context(DirectoryLock.acquire(directory))
+                check_campaign(directory, new_config=False)
                 campaign = Campaign.open(directory, events=sink)
                 held.callback(campaign.close)
                 if campaign.store.config_text != text:

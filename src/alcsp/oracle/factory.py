@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,16 @@ class OracleConfig:
     retries: Sequence[Mapping[str, Any]] | None = None
     retry_on: Sequence[str] = ("scf_not_converged", "crash")
     isolate: bool | None = None
+
+    def __post_init__(self) -> None:
+        t = self.timeout_s
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < math.inf
+        ):
+            raise ValueError(
+                f"[oracle] timeout_s must be a number of seconds > 0 (leave it out for no "
+                f"limit), got {t!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OracleConfig:

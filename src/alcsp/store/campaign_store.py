@@ -24,19 +24,23 @@ from alcsp.store.db import (
     _CHUNK,
     _CREATING,
     _SCHEMA,
+    _TABLES,
     DB_NAME,
     ORACLE_RELAX_STAGES,
     ORIGINS,
     RELAX_STATUSES,
     SCHEMA_VERSION,
     CampaignDirError,
+    DamagedStore,
     StoreError,
     _is_creating,
     _move_into_place,
     _no_campaign_in,
     _remove_killed_creates,
     connect,
+    database_error,
     migrate,
+    not_sqlite,
 )
 from alcsp.store.records import (
     IterationRecord,
@@ -162,6 +166,12 @@ class CampaignStore:
                 f"no campaign database {path}; create one with CampaignStore.create "
                 "(or `alcsp run CONFIG`)"
             )
+        if not path.is_file() or not_sqlite(path):
+            kind = "a folder" if path.is_dir() else "not an SQLite file"
+            raise DamagedStore(
+                f"{path} is not a campaign database ({kind}); restore the campaign "
+                f"directory {d} from a backup"
+            )
         unfinished = CampaignDirError(
             f"{d} is not a finished campaign: {DB_NAME} has no campaign metadata (left by "
             "a creation that was killed, e.g. under an older alcsp; it holds no results); "
@@ -171,21 +181,25 @@ class CampaignStore:
             conn = cls._connect(path, readonly=readonly)
         except sqlite3.DatabaseError as exc:
             if not _no_campaign_in(exc):
-                raise
+                raise database_error(exc, d) from None
             raise unfinished from None
         store = cls(d, conn, readonly=readonly)
         try:
             found = store.meta("schema_version")
         except sqlite3.DatabaseError as exc:
+            store.close()
             if not _no_campaign_in(exc):
-                store.close()
-                raise
+                raise database_error(exc, d) from None
             found = None
         if found is None:
             store.close()
             raise unfinished
         if not readonly:
-            found = migrate(store.conn, found)
+            try:
+                found = migrate(store.conn, found)
+            except sqlite3.DatabaseError as exc:
+                store.close()
+                raise database_error(exc, d) from None
         if found == "1":
             store.close()
             raise StoreError(
@@ -195,8 +209,40 @@ class CampaignStore:
         if found != SCHEMA_VERSION:
             store.close()
             raise StoreError(
-                f"{path} has schema version {found!r}; this alcsp reads {SCHEMA_VERSION!r}"
+                f"{path} has schema version {found!r}; this alcsp reads {SCHEMA_VERSION!r}: "
+                "open it with the alcsp that wrote it (a newer one, when the number is larger)"
             )
+        return store
+
+    @classmethod
+    def open_checked(cls, directory: str | os.PathLike, readonly: bool = True) -> CampaignStore:
+        """Open the campaign in ``directory`` (read-only unless ``readonly`` is false)
+        after checking, with one-line errors (``CampaignDirError``, ``DamagedStore``) that
+        say what to do, that it is a campaign directory, and after opening that SQLite's
+        integrity check finds its database sound. For commands, before they read (or
+        write) anything."""
+        d = Path(directory)
+        if not d.exists():
+            raise CampaignDirError(
+                f"{d} does not exist; give the directory of a campaign (made by "
+                "`alcsp run CONFIG --dir DIR`)"
+            )
+        if not d.is_dir():
+            raise CampaignDirError(
+                f"{d} is a file, not a campaign directory; give the directory of a campaign "
+                "(made by `alcsp run CONFIG --dir DIR`)"
+            )
+        if not (d / DB_NAME).exists():
+            raise CampaignDirError(
+                f"{d} holds no campaign ({DB_NAME} missing); give the directory of a "
+                "campaign (made by `alcsp run CONFIG --dir DIR`)"
+            )
+        store = cls.open(d, readonly=readonly)
+        try:
+            store.check_integrity()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @staticmethod
@@ -255,8 +301,31 @@ class CampaignStore:
         return self.meta("config") or ""
 
     def integrity_check(self) -> str:
-        """SQLite's ``PRAGMA integrity_check``: 'ok' or the problems found."""
-        return "\n".join(r[0] for r in self.conn.execute("PRAGMA integrity_check"))
+        """SQLite's ``PRAGMA integrity_check``: 'ok' or the problems found (also when the
+        check itself cannot read the database)."""
+        try:
+            return "\n".join(r[0] for r in self.conn.execute("PRAGMA integrity_check"))
+        except sqlite3.DatabaseError as exc:
+            return str(exc) or type(exc).__name__
+
+    def check_integrity(self) -> None:
+        """Raise ``DamagedStore`` unless SQLite's integrity check finds the database sound
+        and every table of the schema is there."""
+        found = self.integrity_check()
+        if found == "ok":
+            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+            missing = [t for t in _TABLES if t not in tables]
+            if not missing:
+                return
+            found = f"no table {', '.join(missing)}"
+        problems = found.replace("*** in database main ***", "").split("\n")
+        first = next((p.strip() for p in problems if p.strip()), found)
+        more = len([p for p in problems if p.strip()]) - 1
+        raise DamagedStore(
+            f"the campaign database {self.path} is damaged (SQLite's integrity check: {first}"
+            f"{f'; and {more} more' if more > 0 else ''}); restore the campaign "
+            "directory from a backup (`sqlite3 campaign.sqlite .recover` may rescue part of it)"
+        )
 
     # -- compositions -----------------------------------------------------------------
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import shutil
 import sqlite3
 import time
 from pathlib import Path
 
+from alcsp.errors import UserError
 from alcsp.vocab import OracleStage, Origin, RelaxStatus
 
 DB_NAME = "campaign.sqlite"
@@ -134,14 +136,75 @@ CREATE TABLE IF NOT EXISTS iterations (
 );
 """
 
+#: The tables of ``_SCHEMA``: a campaign database without one of them is damaged.
+_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
 
-class StoreError(RuntimeError):
-    """The campaign directory or database cannot be used as asked."""
+
+class StoreError(UserError, RuntimeError):
+    """The campaign directory or database cannot be used as asked (the CLI prints it as one
+    line and exits with status 2)."""
 
 
 class CampaignDirError(StoreError, ValueError):
     """A directory that cannot be created or opened as a campaign, for a reason the user
-    fixes (a ``ValueError`` too: the CLI prints it as one line and exits with status 2)."""
+    fixes (a ``ValueError`` too)."""
+
+
+class DamagedStore(StoreError):
+    """The campaign database is damaged: SQLite's integrity check finds problems, or a
+    query reads a malformed page or a missing table."""
+
+
+#: The first 16 bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def not_sqlite(path: Path) -> bool:
+    """Whether ``path`` is a non-empty file that is no SQLite database (an empty file is
+    what a creation killed under an older alcsp left)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError:
+        return False  # let SQLite say why it cannot open it
+    return bool(head) and head != SQLITE_MAGIC
+
+
+def database_error(exc: sqlite3.DatabaseError, directory: Path | None = None) -> StoreError:
+    """The one-line error, with its fix, for SQLite's ``exc`` on the database of the
+    campaign in ``directory`` (None: the campaign is not known)."""
+    what = f"the campaign database {directory / DB_NAME}" if directory else "a campaign database"
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    if "readonly" in low or "read-only" in low:
+        return StoreError(
+            f"{what} cannot be written ({text}); the command needs write access to the "
+            "campaign directory and its database"
+        )
+    if "disk is full" in low:
+        return StoreError(
+            f"{what} cannot grow: the disk is full ({text}); free some space and run the "
+            "command again (a campaign continues where it stopped)"
+        )
+    if "locked" in low or "busy" in low:
+        return StoreError(
+            f"{what} is locked by another process ({text}); wait for it to finish and run "
+            "the command again"
+        )
+    if "unable to open" in low:
+        return StoreError(
+            f"cannot open {what} ({text}); check that it is a file you may read, in a "
+            "folder you may read"
+        )
+    if "not a database" in low:
+        return DamagedStore(
+            f"{what} is not a campaign database ({text}); restore the campaign directory "
+            "from a backup"
+        )
+    return DamagedStore(
+        f"{what} is damaged ({text}); restore the campaign directory from a backup "
+        "(`sqlite3 campaign.sqlite .recover` may rescue part of it)"
+    )
 
 
 #: A campaign is built in the sibling folder ``.NAME.creating-XXXXXXXX`` and renamed into
@@ -150,9 +213,9 @@ _CREATING = ".creating-"
 
 
 def _no_campaign_in(exc: sqlite3.DatabaseError) -> bool:
-    """Whether ``exc`` says the file holds no campaign tables or is no SQLite database
-    (not that it is busy or unreadable)."""
-    return not isinstance(exc, sqlite3.OperationalError) or "no such table" in str(exc)
+    """Whether ``exc`` says the file holds no campaign tables (not that it is busy,
+    unreadable or damaged)."""
+    return "no such table" in str(exc)
 
 
 def _is_creating(d: Path) -> bool:
@@ -218,9 +281,17 @@ def _move_into_place(tmp: Path, d: Path) -> None:
 
 def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit: ``BEGIN IMMEDIATE``),
-    WAL journal and ``synchronous=FULL`` for a writer; ``mode=ro`` for a reader."""
+    WAL journal and ``synchronous=FULL`` for a writer; ``mode=ro`` for a reader.
+
+    A reader of a database in a folder it cannot write (a campaign archived read-only, or
+    another user's) opens it ``immutable``: SQLite could not make the shared-memory index
+    of the WAL there, and no writer can change it (a writer needs that index too). Not when
+    a write-ahead log with content is there: immutable would not read it."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+        wal = path.with_name(path.name + "-wal")
+        frozen = not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size)
+        mode = "mode=ro&immutable=1" if frozen else "mode=ro"
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True, isolation_level=None, timeout=30.0)
     else:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA page_size=8192")  # takes effect only on a new database

@@ -8,18 +8,18 @@ import json
 from pathlib import Path
 
 from alcsp.store.campaign_store import CampaignStore
-from alcsp.store.db import DB_NAME
 from alcsp.store.records import IterationRecord
 from alcsp.vocab import RelaxStatus, Stage
 
 
 def summary(directory: Path) -> dict:
+    """What the campaign in ``directory`` holds; a one-line error (``StoreError``) for a
+    directory that is no campaign or whose database SQLite's integrity check finds
+    damaged: a summary never calls a damaged store healthy."""
     from alcsp.lock import holder
 
-    if not (directory / DB_NAME).exists():
-        raise FileNotFoundError(f"{directory} holds no campaign ({DB_NAME} missing)")
-    run = holder(directory)
-    with CampaignStore.open(directory, readonly=True) as store:
+    with CampaignStore.open_checked(directory) as store:
+        run = holder(directory)
         iterations = [_iteration(store, it) for it in store.iterations()]
         n_ok, n_fail = store.label_totals()
         final = store.meta("final_hull")
