@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
         start_volume_per_atom(args.composition, cfg)
     except ValueError as exc:
         raise ValueError(
-            f"--composition {args.composition!r}: {exc} (give a formula of real elements, "
-            "e.g. MgCa2H10)"
+            f"--composition {args.composition!r}: unknown element ({exc}); give a formula of "
+            "real elements, e.g. MgCa2H10"
         ) from None
     res = StructureGenerator(cfg).generate(
         args.composition,

@@ -224,8 +224,8 @@ class CampaignStore:
         d = Path(directory)
         if not d.exists():
             raise CampaignDirError(
-                f"{d} does not exist; give the directory of a campaign (made by "
-                "`alcsp run CONFIG --dir DIR`)"
+                f"{d} does not exist, so it holds no campaign; give the directory of a "
+                "campaign (made by `alcsp run CONFIG --dir DIR`)"
             )
         if not d.is_dir():
             raise CampaignDirError(
