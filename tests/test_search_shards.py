@@ -143,3 +143,30 @@ def test_a_failed_shard_is_recorded_and_shown_and_the_others_are_kept(
     assert main(["status", str(d)]) == 0
     out = capsys.readouterr().out
     assert "search shards failed: 1, e.g. g1: RuntimeError: cannot read the model file" in out
+
+
+def test_an_iteration_begun_by_an_earlier_version_relaxes_its_stored_starts(tmp_path):
+    """Earlier versions stored an iteration's random structures before its search; such an
+    iteration relaxes exactly those, and generates none."""
+    import torch
+
+    from alcsp.campaign import Campaign
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    campaign = Campaign.create(
+        tmp_path / "c", TINY.replace("max_iterations = 2", "max_iterations = 1")
+    )
+    try:
+        campaign.initial_data()
+        starts = campaign.random_structures(24, 1, stage=1)
+        ids = campaign.store.add_structures(starts, origin=Origin.RANDOM, iteration=1)
+        campaign.iteration(1)
+        store = campaign.store
+        assert store.generated_shards(1) == set()
+        assert store.structure_ids(origin=Origin.RANDOM, iteration=1) == ids
+        rel = store.relaxations(iteration=1, method="acnn")
+        assert set(ids) <= {int(i) for i in rel.initial_id}
+    finally:
+        campaign.close()
+        torch.set_num_threads(threads)
