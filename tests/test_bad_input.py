@@ -1097,19 +1097,8 @@ def case_root(tmp_path):
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-#: Cases that fail for a reason outside this corpus's fixes, with the fix they need.
-_LOAD_MODEL = (
-    "alcsp.potential.io.load_model must check the payload and give its own one-line "
-    "message (no torch text, never the advice to use weights_only=False)"
-)
-XFAIL = {
-    "model-random-bytes": _LOAD_MODEL,
-    "model-pickle-of-a-list": _LOAD_MODEL + "; and silence torch's pickle-protocol warning",
-    "model-malicious-pickle": _LOAD_MODEL,
-    "model-wrongly-typed-payload": _LOAD_MODEL + " (a TypeError traceback now)",
-    "model-payload-without-weights": _LOAD_MODEL + " (a KeyError traceback now)",
-    "relax-pressure-nan": "alcsp relax must name --pressure in its message",
-}
+#: Cases known to fail, with the fix they need (strict xfail: a fix makes them fail here).
+XFAIL: dict[str, str] = {}
 
 
 def _params() -> list:

@@ -10,6 +10,7 @@ potential's energy, forces and stress at the final geometry as calculator result
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         for name in ("fmax", "energy_tol", "stress_tol", "max_steps", "atoms_budget")
         if getattr(args, name) is not None
     }
+    if not math.isfinite(args.pressure):
+        raise ValueError(f"--pressure must be a finite number of GPa, got {args.pressure}")
     config = RelaxConfig(fixed_cell=args.fixed_cell, **settings)
     try:
         structures = read(args.input, index=":")

@@ -10,6 +10,7 @@ Labelled data are extended XYZ files (ASE) with energy, forces and (optionally) 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
+from alcsp.errors import UserError, one_line
 from alcsp.potential.model import ACNN, ACNNConfig
 from alcsp.structures import validate_atoms
 
@@ -43,31 +45,64 @@ def save_model(model: ACNN, path: str | Path, metadata: dict | None = None) -> P
     return path
 
 
+class ModelFileError(UserError, ValueError):
+    """A model file that is not one ``save_model`` wrote (damaged, truncated, another
+    format, or a payload of the wrong shape)."""
+
+
+_NOT_A_MODEL = (
+    "{path} is not an alcsp model file ({why}); use a file written by `alcsp train` or by "
+    "a campaign (DIR/models/acnn-NNN.pt)"
+)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> ACNN:
-    """Read a model file written by ``save_model`` (safe: ``weights_only=True``)."""
+    """Read a model file written by ``save_model`` (safe: ``weights_only=True``, so a
+    file can hold tensors and plain data only, never code; torch's own advice to retry
+    with ``weights_only=False`` is never passed on). ``ModelFileError`` for anything else."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder; give the .pt file")
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why="the file is empty"))
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, non-torch files
-        raise ValueError(f"{path} is not a readable alcsp model file: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on old pickle protocols
+            payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, non-torch files, code in it
+        why = "damaged, truncated, another format, or holding code"
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why=why)) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an alcsp ACNN model file (format tag missing)")
+        why = "no alcsp format tag"
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why=why))
     if payload.get("version") != FORMAT_VERSION:
-        raise ValueError(
+        raise ModelFileError(
             f"{path} has model format version {payload.get('version')}; this alcsp reads "
             f"version {FORMAT_VERSION}"
         )
-    config = dict(payload["config"])
+    raw, state = payload.get("config"), payload.get("state_dict")
+    if not isinstance(raw, dict):
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why="its config is missing"))
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+        or "energy_shift" not in state
+    ):
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why="its weights are missing"))
+    config = dict(raw)
     # Files written before the repulsive prior existed have no "repulsion" field: their
     # networks were trained without it, so they load without it (bit-identical energies).
     config.setdefault("repulsion", "none")
-    model = ACNN(ACNNConfig.from_dict(config))
-    state = payload["state_dict"]
-    dtype = state["energy_shift"].dtype
-    model = model.to(dtype=dtype)
-    model.load_state_dict(state)
+    try:
+        model = ACNN(ACNNConfig.from_dict(config))
+        model = model.to(dtype=state["energy_shift"].dtype)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        why = f"its config and weights do not fit: {one_line(exc, 200)}"
+        raise ModelFileError(_NOT_A_MODEL.format(path=path, why=why)) from exc
     return model.to(device)
 
 
