@@ -395,7 +395,7 @@ def test_config_validation_names_the_field_and_the_allowed_values():
     for bad, words in [
         ('repulsion = "lj"', "'zbl', 'none'"),
         ("repulsion_outer = 9.0", "<= 1.5"),
-        ("repulsion_inner = true", "numbers"),
+        ("repulsion_inner = true", "finite number"),
         ("repulsion_width = 1", "unknown"),
     ]:
         with pytest.raises(ConfigError) as err:

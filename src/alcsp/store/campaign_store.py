@@ -40,7 +40,6 @@ from alcsp.store.db import (
     connect,
     database_error,
     migrate,
-    not_sqlite,
 )
 from alcsp.store.records import (
     IterationRecord,
@@ -166,8 +165,13 @@ class CampaignStore:
                 f"no campaign database {path}; create one with CampaignStore.create "
                 "(or `alcsp run CONFIG`)"
             )
-        if not path.is_file() or not_sqlite(path):
-            kind = "a folder" if path.is_dir() else "not an SQLite file"
+        # Not a check of the file's first bytes: closing any descriptor of the database
+        # file drops the POSIX locks SQLite holds on it in this process (SQLite's "posix
+        # advisory locks" caveat), and a reader's connection can then check-point and
+        # truncate the write-ahead log under a live writer. SQLite names a non-database
+        # file itself ("file is not a database", see database_error).
+        if not path.is_file():
+            kind = "a folder"
             raise DamagedStore(
                 f"{path} is not a campaign database ({kind}); restore the campaign "
                 f"directory {d} from a backup"

@@ -155,21 +155,6 @@ class DamagedStore(StoreError):
     query reads a malformed page or a missing table."""
 
 
-#: The first 16 bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def not_sqlite(path: Path) -> bool:
-    """Whether ``path`` is a non-empty file that is no SQLite database (an empty file is
-    what a creation killed under an older alcsp left)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError:
-        return False  # let SQLite say why it cannot open it
-    return bool(head) and head != SQLITE_MAGIC
-
-
 def database_error(exc: sqlite3.DatabaseError, directory: Path | None = None) -> StoreError:
     """The one-line error, with its fix, for SQLite's ``exc`` on the database of the
     campaign in ``directory`` (None: the campaign is not known)."""
