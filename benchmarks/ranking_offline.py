@@ -30,7 +30,7 @@ from alcsp.config import parse_config
 from alcsp.potential import ACNNPotential, train
 from alcsp.potential.train import hull_weights
 from alcsp.store import CampaignStore
-from alcsp.store.hulls import hull_of
+from alcsp.store.hulls import labels_e_hull
 from alcsp.structures import StructureBatch
 from alcsp.vocab import composition_key
 
@@ -52,12 +52,7 @@ def main() -> None:
         data = sorted(store.training_set(cfg.oracle.name), key=lambda a: a.info["structure_id"])
     cap = cfg.campaign.train_max_force
     data = [a for a in data if cap == 0 or float(np.abs(a.get_forces()).max()) <= cap]
-    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-    h = np.array([a.get_potential_energy() / len(a) for a in data])  # 0 GPa (EMT systems)
-    e_hull = np.full(len(data), np.nan)
-    built = hull_of(keys, h, cfg.elements)
-    if built is not None:
-        e_hull[built[1]] = built[0].e_hull
+    e_hull = labels_e_hull(data, cfg.campaign.pressure, cfg.elements)
     best = read(BEST / f"{args.system}.extxyz", ":")
     e_ref = np.array([a.get_potential_energy() / len(a) for a in best])  # [B] eV/atom
     best_keys = [composition_key(a.get_chemical_formula()) for a in best]

@@ -86,3 +86,27 @@ def test_config_reads_the_hull_weighting(tmp_path):
     assert parse_config(text).train.hull_weight_scale == 0.02
     with pytest.raises(ConfigError, match="hull_weight_scale"):
         parse_config(text.replace("0.02", "-1.0"))
+
+
+def test_labels_e_hull_is_the_distance_above_the_labels_own_hull():
+    """What the campaign weights by: E0 + PV per atom on the hull of the labels themselves."""
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from alcsp.store.hulls import labels_e_hull
+
+    def label(atoms, e_per_atom):
+        atoms.calc = SinglePointCalculator(atoms, energy=e_per_atom * len(atoms))
+        return atoms
+
+    cu, au = bulk("Cu", "fcc", a=3.6), bulk("Au", "fcc", a=4.08)
+    low = label(bulk("CuAu", "rocksalt", a=5.0), -0.5)  # per atom; terminals at 0 and -1
+    high = label(bulk("CuAu", "rocksalt", a=5.0), -0.4)
+    data = [label(cu, 0.0), label(au, -1.0), low, high]
+    np.testing.assert_allclose(labels_e_hull(data, 0.0, ("Cu", "Au")), [0, 0, 0, 0.1], atol=1e-12)
+    # at 10 GPa the PV term enters: the denser terminal is favoured, still on its own hull
+    at_p = labels_e_hull(data, 10.0, ("Cu", "Au"))
+    assert at_p[0] == 0 and at_p[1] == 0 and at_p[3] == pytest.approx(at_p[2] + 0.1)
+    # without a Au terminal there is no hull for CuAu: NaN, weight 1
+    only = labels_e_hull([data[0], low], 0.0, ("Cu", "Au"))
+    assert only[0] == 0 and np.isnan(only[1])

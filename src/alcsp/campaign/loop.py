@@ -65,6 +65,7 @@ from alcsp.store.hulls import (
     LabelledHull,
     hull_of,
     labelled_hull,
+    labels_e_hull,
     reference_names,
     terminal_warnings,
 )
@@ -524,13 +525,7 @@ class Campaign:
         tc = self.config.train
         if tc.hull_weight_scale == 0:
             return None
-        p = self.config.campaign.pressure * GPA
-        keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-        h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
-        e_hull = np.full(len(data), np.nan)
-        built = hull_of(keys, h, self.config.elements)
-        if built is not None:
-            e_hull[built[1]] = built[0].e_hull
+        e_hull = labels_e_hull(data, self.config.campaign.pressure, self.config.elements)
         return hull_weights(e_hull, tc.hull_weight_scale, tc.hull_weight_floor)
 
     def _within_force_cap(self, data: list[Atoms]) -> list[Atoms]:

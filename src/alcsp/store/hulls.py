@@ -101,6 +101,26 @@ def hull_of(keys: np.ndarray, enthalpy: np.ndarray, elements: tuple[str, ...]):
     return build_hull(list(keys[idx]), np.asarray(enthalpy)[idx], elements=present), idx
 
 
+def _labels_hull(data: list[Atoms], pressure_gpa: float, elements: tuple[str, ...]):
+    """``hull_of`` the labels ``data``, enthalpies E0 + PV per atom at ``pressure_gpa``:
+    E0 is the zero-smearing energy (``get_potential_energy()`` of a stored label; training
+    uses the force-consistent free energy instead). ENERGY_DEFINITION says so to users."""
+    p = pressure_gpa * GPA
+    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
+    h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
+    return hull_of(keys, h, elements)
+
+
+def labels_e_hull(data: list[Atoms], pressure_gpa: float, elements: tuple[str, ...]) -> np.ndarray:
+    """Each label's E_hull [S] eV/atom on the hull of ``data`` itself (NaN where its
+    composition has no terminal among them), enthalpies as every hull of a campaign."""
+    e_hull = np.full(len(data), np.nan)
+    built = _labels_hull(data, pressure_gpa, elements) if data else None
+    if built is not None:
+        e_hull[built[1]] = built[0].e_hull
+    return e_hull
+
+
 def labelled_hull(
     store: CampaignStore, oracle: str, pressure_gpa: float, elements: tuple[str, ...]
 ) -> LabelledHull | None:
@@ -108,12 +128,7 @@ def labelled_hull(
     data = store.training_set(oracle)
     if not data:
         return None
-    p = pressure_gpa * GPA
-    keys = np.array([composition_key(a.get_chemical_formula()) for a in data], dtype=object)
-    # E0, the zero-smearing energy (``get_potential_energy()`` of a stored label; training
-    # uses the force-consistent free energy instead). ENERGY_DEFINITION says so to users.
-    h = np.array([(a.get_potential_energy() + p * a.get_volume()) / len(a) for a in data])
-    built = hull_of(keys, h, elements)
+    built = _labels_hull(data, pressure_gpa, elements)
     return None if built is None else LabelledHull(built[0], data, built[1])
 
 
