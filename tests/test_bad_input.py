@@ -332,7 +332,14 @@ config_case(
     model={"cutoff_radial": "4.0", "cutoff_angular": "5.0"},
 )
 config_case("embedding-string", ("[model] embedding", "list"), model={"embedding": '"wide"'})
-config_case("l-max-too-large", ("[model]", "l_max"), model={"l_max": "7"})
+config_case(
+    "harmonic-degree-too-large", ("[model]", "harmonic_degree"), model={"harmonic_degree": "7"}
+)
+config_case(
+    "model-l-max-and-harmonic-degree",
+    ("[model]", "both l_max and harmonic_degree"),
+    model={"l_max": "2", "harmonic_degree": "2"},
+)
 config_case("n-radial-zero", ("[model]", "n_radial"), model={"n_radial": "0"})
 config_case(
     "species-in-model",

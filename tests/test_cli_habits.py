@@ -374,7 +374,7 @@ def test_collect_writes_the_training_set_for_alcsp_train(tmp_path, capsys):
     tiny = tmp_path / "tiny.toml"
     tiny.write_text(
         "[model]\nn_radial = 4\nn_angular = 3\nbasis_radial = 4\nbasis_angular = 4"
-        "\nl_max = 2\nembedding = [8]\nfitting = [16]\n"
+        "\nharmonic_degree = 2\nembedding = [8]\nfitting = [16]\n"
     )
     model = tmp_path / "m.pt"
     assert (

@@ -191,7 +191,7 @@ def test_bad_selection_schedule(tables, pattern):
     [
         ("final", "structures = -1", r"\[final\] structures must be an integer >= 0"),
         ("final", "fmax = 0.0", r"\[final\] fmax must be > 0"),
-        ("model", "l_max = 7", r"\[model\].*l_max must be in 0..4"),
+        ("model", "harmonic_degree = 7", r"\[model\].*harmonic_degree must be in 0..4"),
         ("train", 'dtype = "float16"', r"\[train\].*dtype must be one of"),
         ("train", "steps = 0", r"\[train\].*steps must be >= 1"),
         ("oracle", 'name = "nosuchcode"', "unknown oracle 'nosuchcode'"),
@@ -209,6 +209,59 @@ def test_bad_values_name_their_table(table, line, pattern):
         text = MINIMAL + f"\n[{table}]\n{line}\n"
     with pytest.raises(ConfigError, match=pattern):
         parse_config(text)
+
+
+@pytest.fixture
+def fresh_notices(monkeypatch):
+    """The config's notices as if none had been given yet in this process."""
+    import alcsp.config
+
+    monkeypatch.setattr(alcsp.config, "_noticed", set())
+
+
+def test_model_l_max_is_the_old_name_of_harmonic_degree_with_a_notice(fresh_notices, caplog):
+    """[model] l_max (the descriptor's degree) shared its name with [[selection]] l_max (the
+    paper's L_max): now harmonic_degree; the old name is read, with a one-line notice."""
+    text = MINIMAL + "\n[[selection]]\nl_max = 3\n\n[model]\nl_max = 2\n"
+    with caplog.at_level("WARNING", logger="alcsp.config"):
+        cfg = parse_config(text)
+        parse_config(text)  # once per process, however often a command parses it
+    assert cfg.model.harmonic_degree == 2
+    assert cfg.selection.for_iteration(1).l_max == 3  # the selection's L_max keeps its name
+    assert cfg == parse_config(text.replace("[model]\nl_max", "[model]\nharmonic_degree"))
+    (record,) = caplog.records
+    line = record.getMessage()
+    assert "\n" not in line and "[model] l_max" in line and "harmonic_degree = 2" in line
+    assert "[[selection]] l_max" in line  # says which l_max stays
+
+
+def test_model_l_max_and_harmonic_degree_together_is_one_error(fresh_notices):
+    text = MINIMAL + "\n[model]\nl_max = 2\nharmonic_degree = 2\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "[model]" in message and "l_max" in message and "harmonic_degree" in message
+
+
+def test_old_name_notice_on_the_command_line_is_one_line(tmp_path):
+    """What `alcsp run` prints for an old name: the notice, then (here) the config's error."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(MINIMAL + "\n[model]\nl_max = 2\n\n[train]\nsteps = 0\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "alcsp.cli", "run", str(cfg), "--dir", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    notice, error = out.stderr.splitlines()
+    assert notice.startswith("alcsp: notice: [model] l_max is now called harmonic_degree")
+    assert error.startswith("alcsp run: error: [train]")
+    assert not (tmp_path / "x").exists()
 
 
 def test_species_in_model_is_refused_and_points_to_compositions():

@@ -11,6 +11,7 @@ from ase.build import bulk
 
 from alcsp.potential import ACNN, ACNNConfig, ACNNPotential
 from alcsp.potential.forces import pair_list_valid
+from alcsp.potential.io import load_model, save_model
 from alcsp.potential.neighbours import pair_list
 from alcsp.relax import RelaxConfig, relax_structures
 from alcsp.structures import PotentialOutput, StructureBatch
@@ -29,7 +30,7 @@ def model() -> ACNN:
         n_angular=4,
         basis_radial=6,
         basis_angular=5,
-        l_max=2,
+        harmonic_degree=2,
         embedding=(16, 16),
         fitting=(24, 24),
         seed=5,
@@ -263,3 +264,33 @@ def test_batch_select_and_to_carry_ids():
     assert b.to(dtype=torch.float32).ids.tolist() == [7, 8, 9]
     assert StructureBatch.from_atoms(cells).ids is None
     assert StructureBatch.from_atoms(cells).select([1]).ids is None
+
+
+def test_model_file_of_an_older_alcsp_with_l_max_loads_bit_identically(model, tmp_path):
+    """Model files written before ``l_max`` became ``harmonic_degree`` store the old name
+    in their config: they load as written (same config, same weights, same numbers)."""
+    path = save_model(model, tmp_path / "new.pt")
+    payload = torch.load(path, weights_only=True)
+    config = payload["config"]
+    config["l_max"] = config.pop("harmonic_degree")  # as alcsp before the rename wrote it
+    torch.save(payload, tmp_path / "old.pt")
+    assert "harmonic_degree" not in torch.load(tmp_path / "old.pt", weights_only=True)["config"]
+    old = load_model(tmp_path / "old.pt")
+    assert old.config == model.config and old.config.harmonic_degree == 2
+    for (k, a), (k2, b) in zip(model.state_dict().items(), old.state_dict().items(), strict=True):
+        assert k == k2 and a.dtype == b.dtype and torch.equal(a, b)
+    atoms = cuau_cells(2, np.random.default_rng(4))
+    fresh, loaded = ACNNPotential(model), ACNNPotential(old)
+    a, b = fresh.compute(batch_of(atoms, None)), loaded.compute(batch_of(atoms, None))
+    for x, y in ((a.energy, b.energy), (a.forces, b.forces), (a.stress, b.stress)):
+        assert torch.equal(x, y)
+
+
+def test_old_name_l_max_still_works_in_python_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="harmonic_degree"):
+        cfg = ACNNConfig(species=("Cu",), l_max=3)
+    assert cfg.harmonic_degree == 3 and "l_max" not in cfg.to_dict()
+    with pytest.warns(DeprecationWarning, match="harmonic_degree"):
+        assert cfg.l_max == 3
+    with pytest.raises(ValueError, match="both l_max and harmonic_degree"):
+        ACNNConfig.from_dict({"species": ["Cu"], "l_max": 2, "harmonic_degree": 2})

@@ -11,7 +11,7 @@ Tables (every one optional except ``[campaign]``, ``[compositions]`` and ``[orac
                    stage, each with ``from_iteration`` (the first applies from iteration 1)
     [dedup]        duplicate tolerances (alcsp.dedup.DedupConfig)
     [model]        ACNN hyperparameters (alcsp.potential.ACNNConfig; species come from
-                   [compositions] elements)
+                   [compositions] elements; harmonic_degree was l_max, see ``RENAMED``)
     [train]        training (alcsp.potential.TrainConfig)
     [oracle]       the labelling code (alcsp.oracle.OracleConfig)
     [references]   known phases (built-in element prototypes and structure files), labelled
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import logging
 import math
 import tomllib
 import types
@@ -48,7 +49,7 @@ from alcsp.errors import UserError
 from alcsp.execute import DaskConfig, ExecutorConfig
 from alcsp.generate import GenerateConfig
 from alcsp.oracle.factory import OracleConfig, make_oracle
-from alcsp.potential.model import ACNNConfig
+from alcsp.potential.model import RENAMED_FIELDS, ACNNConfig
 from alcsp.potential.train import TrainConfig
 from alcsp.references import ReferenceConfig
 from alcsp.relax.config import RelaxConfig
@@ -90,6 +91,23 @@ LIMITS: dict[tuple[str, str], tuple[float, str]] = {
     ),
     ("model", "cutoff_angular"): (12.0, "Å; typical 3.5-5 Å"),
 }
+
+#: Renamed fields, (table, old name) -> new name: the old name is still read, with a
+#: notice (one line through the ``alcsp.config`` logger, once per process); giving both
+#: names is an error. ``[model] l_max`` became ``harmonic_degree``, because
+#: ``[[selection]] l_max`` (the paper's L_max) has the name too.
+RENAMED: dict[tuple[str, str], str] = {("model", old): new for old, new in RENAMED_FIELDS.items()}
+
+#: What the old names were for, in the notice.
+_RENAMED_WHY = {
+    ("model", "l_max"): (
+        "the degree of the descriptor's spherical harmonics, not [[selection]] l_max, "
+        "the paper's L_max"
+    ),
+}
+
+NOTICES = logging.getLogger("alcsp.config")
+_noticed: set[str] = set()
 
 T = TypeVar("T")
 
@@ -366,6 +384,34 @@ def _validated(cls: type, table: str, values: dict, make: Callable[[], T]) -> T:
     return built
 
 
+def notice(text: str) -> None:
+    """Say ``text`` (one line) as a WARNING of the ``alcsp.config`` logger, once per
+    process (a config is parsed more than once by some commands)."""
+    if text not in _noticed:
+        _noticed.add(text)
+        NOTICES.warning("alcsp: notice: %s", text)
+
+
+def new_names(table: str, values: dict) -> dict:
+    """``values`` of ``[table]`` with the old names of ``RENAMED`` replaced by the new
+    ones (with a notice); a ``ConfigError`` when both names of a field are given."""
+    for (t, old), new in RENAMED.items():
+        if t != table or old not in values:
+            continue
+        if new in values:
+            raise ConfigError(
+                f"[{table}] gives both {old} and {new}; {old} is the old name of {new}: "
+                f"keep only {new}"
+            )
+        values = {(new if k == old else k): v for k, v in values.items()}
+        why = _RENAMED_WHY.get((t, old))
+        notice(
+            f"[{table}] {old} is now called {new}{f' ({why})' if why else ''}; "
+            f"read as {new}: write {new} = {values[new]!r} instead"
+        )
+    return values
+
+
 def _oracle(raw: dict) -> OracleConfig:
     oracle = OracleConfig.from_dict(raw)
     make_oracle(oracle, Path("."))  # checks name, parameters, retries; touches no file
@@ -450,7 +496,7 @@ def parse_config(text: str, source: str = "config") -> CampaignConfig:
     model = _build(
         ACNNConfig,
         "model",
-        _table(data, "model"),
+        new_names("model", _table(data, "model")),
         source="the species come from [compositions] elements; remove it from [model]",
         species=tuple(rules.elements),
     )

@@ -54,7 +54,9 @@ def _read_config(path: Path | None) -> tuple[dict, dict]:
     extra = set(data) - {"model", "train"}
     if extra:
         raise ValueError(f"{path}: unknown tables {sorted(extra)}; use [model] and [train]")
-    return dict(data.get("model", {})), dict(data.get("train", {}))
+    from alcsp.config import new_names
+
+    return new_names("model", dict(data.get("model", {}))), dict(data.get("train", {}))
 
 
 def run(args: argparse.Namespace) -> int:

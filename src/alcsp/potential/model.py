@@ -11,8 +11,12 @@ Shape letters as in ``descriptors.py``; D is the embedding width (twice the last
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
@@ -34,7 +38,7 @@ class ACNNConfig:
     n_angular: int = 14  # n_max^a, three-body channels
     basis_radial: int = 12  # Chebyshev functions mixed into each radial channel
     basis_angular: int = 12  # Chebyshev functions mixed into each angular channel
-    l_max: int = 4
+    harmonic_degree: int = 4  # degree of the spherical harmonics of Φ², 0..4 (was l_max)
     embedding: tuple[int, ...] = (64, 64)
     fitting: tuple[int, ...] = (256, 256)
     attention_layers: int = 0  # paper: off for large-scale CSP
@@ -67,8 +71,10 @@ class ACNNConfig:
         for name in ("n_radial", "n_angular", "basis_radial", "basis_angular"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ACNNConfig.{name} must be >= 1, got {getattr(self, name)}.")
-        if not 0 <= self.l_max <= 4:
-            raise ValueError(f"ACNNConfig.l_max must be in 0..4, got {self.l_max}.")
+        if not 0 <= self.harmonic_degree <= 4:
+            raise ValueError(
+                f"ACNNConfig.harmonic_degree must be in 0..4, got {self.harmonic_degree}."
+            )
         if not self.embedding or not self.fitting or min(self.embedding + self.fitting) < 1:
             raise ValueError("ACNNConfig.embedding and .fitting need at least one positive width.")
         if self.attention_layers < 0 or self.attention_heads < 1:
@@ -116,6 +122,9 @@ class ACNNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ACNNConfig:
+        """The config of ``to_dict``; the old names of ``RENAMED_FIELDS`` (in model files
+        of older alcsp) are read as the new ones."""
+        d = with_new_names(d)
         known = {f.name for f in fields(cls)}
         extra = set(d) - known
         if extra:
@@ -123,6 +132,53 @@ class ACNNConfig:
                 f"unknown ACNN hyperparameters {sorted(extra)}; known: {sorted(known)}"
             )
         return cls(**d)
+
+    @property
+    def l_max(self) -> int:
+        """Deprecated: the old name of ``harmonic_degree``."""
+        warnings.warn(
+            "ACNNConfig.l_max is now called harmonic_degree", DeprecationWarning, stacklevel=2
+        )
+        return self.harmonic_degree
+
+
+#: Old names of ``ACNNConfig`` fields -> their names now. ``l_max`` was renamed because
+#: ``[[selection]] l_max`` (the paper's L_max, structures per composition) has the name too.
+#: Model files, configs and ``ACNNConfig(...)`` calls with an old name still work.
+RENAMED_FIELDS = {"l_max": "harmonic_degree"}
+
+
+def with_new_names(d: Mapping[str, Any], where: str = "ACNNConfig") -> dict[str, Any]:
+    """``d`` with the old field names of ``RENAMED_FIELDS`` replaced by the new ones;
+    ``ValueError`` (naming ``where``) when both names of a field are given."""
+    out = dict(d)
+    for old, new in RENAMED_FIELDS.items():
+        if old in out:
+            if new in out:
+                raise ValueError(
+                    f"{where} gives both {old} and {new}; {old} is the old name of {new}: "
+                    f"keep only {new}"
+                )
+            out[new] = out.pop(old)
+    return out
+
+
+_dataclass_init = ACNNConfig.__init__
+
+
+@functools.wraps(_dataclass_init)
+def _init_accepting_old_names(self: ACNNConfig, *args: Any, **kwargs: Any) -> None:
+    if any(old in kwargs for old in RENAMED_FIELDS):
+        warnings.warn(
+            "ACNNConfig(l_max=...) is now ACNNConfig(harmonic_degree=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        kwargs = with_new_names(kwargs)
+    _dataclass_init(self, *args, **kwargs)
+
+
+setattr(ACNNConfig, "__init__", _init_accepting_old_names)  # noqa: B010 (mypy: no method assignment)
 
 
 def mlp(
@@ -203,7 +259,7 @@ class ACNN(nn.Module):
             n_angular=config.n_angular,
             basis_radial=config.basis_radial,
             basis_angular=config.basis_angular,
-            l_max=config.l_max,
+            l_max=config.harmonic_degree,
             generator=gen,
         )
         d1, d2 = self.descriptor.n_features_radial, self.descriptor.n_features_angular
