@@ -12,6 +12,7 @@ from alcsp.campaign import Campaign
 from alcsp.committee import first_crossing
 from alcsp.potential import ACNNPotential, load_model
 from alcsp.relax.runner import relax_structures
+from alcsp.vocab import composition_key
 
 CONFIG = """
 [campaign]
@@ -158,6 +159,43 @@ def test_stop_reason_needs_no_new_label_near_the_hull(loop):
         assert (reason is None) == (spread is not None and spread >= 0.005)
     assert loop.stop_reason(0) is None
     assert loop.store.meta("stop_reason")
+
+
+def test_a_labelled_basin_is_known_under_a_retrained_model(loop):
+    """The selection skips basins the oracle has labelled by matching candidates against the
+    labelled ACNN minima. The candidates' enthalpies are this iteration's model's, so the
+    labelled ones must be too: a model whose enthalpies all moved by 50 meV/atom (10 times
+    the duplicate check's tolerance; retraining on a basin's own label moves it like that)
+    still recognises every labelled minimum at its own enthalpy, and the enthalpies stored
+    at relaxation time, which an earlier version used, do not."""
+    store = loop.store
+    labelled = store.labelled_before("emt", 2)
+    rel = store.relaxations(method="acnn")
+    fps = store.fingerprints(rel.id.tolist())
+    rows = [
+        k
+        for k, sid in enumerate(rel.structure_id)
+        if int(sid) in labelled and fps.get(int(rel.id[k])) is not None
+    ]
+    assert rows, "the fixture must label some ACNN minima"
+    model = load_model(store.model_path([m for m in store.models() if m.iteration == 1][-1]))
+    with torch.no_grad():
+        model.energy_shift += 0.05  # eV/atom: every enthalpy 50 meV/atom higher
+    atoms = store.get_atoms([int(rel.structure_id[k]) for k in rows])
+    h_now = loop._model_enthalpies(model, atoms)
+    h_then = np.array([float(rel.enthalpy_per_atom[k]) for k in rows])
+    ok = np.isfinite(h_now) & np.isfinite(h_then)
+    assert ok.any()
+    known = loop._labelled_basins(labelled, model)
+    stale = loop._labelled_basins(labelled, None)
+    for j, k in enumerate(rows):
+        if not ok[j]:
+            continue
+        key = composition_key(str(rel.composition[k]))
+        fp = fps[int(rel.id[k])]
+        assert known.check(key, float(h_now[j]), fp) is not None
+        assert stale.check(key, float(h_then[j]), fp) is not None
+        assert stale.check(key, float(h_now[j]), fp) is None  # what the selection used to miss
 
 
 SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(

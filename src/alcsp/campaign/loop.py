@@ -815,18 +815,7 @@ class Campaign:
                 )
             )
         labelled = self._labelled_before(n)
-        known = Deduplicator(self.config.dedup)
-        all_rel = self.store.relaxations(method="acnn")
-        all_fps = self.store.fingerprints(all_rel.id.tolist())
-        for k, sid in enumerate(all_rel.structure_id):
-            fp = all_fps.get(int(all_rel.id[k]))
-            if int(sid) in labelled and fp is not None:
-                known.add(
-                    str(sid),
-                    composition_key(all_rel.composition[k]),
-                    float(all_rel.enthalpy_per_atom[k]),
-                    fp,
-                )
+        known = self._labelled_basins(labelled, model)
         full = select_for_labelling(
             candidates,
             self.config.selection.for_iteration(n),
@@ -848,6 +837,46 @@ class Campaign:
             f"unconverged/unphysical{capped}; labelling {len(ids)}"
         )
         return ids
+
+    def _labelled_basins(self, labelled: set[int], model: ACNN | None) -> Deduplicator:
+        """The labelled ACNN minima as a Deduplicator, for the selection to skip basins the
+        oracle has already seen. Their enthalpies are those of ``model`` (this iteration's,
+        at the stored geometries), so that they compare with this iteration's candidates:
+        the enthalpies stored when they were relaxed come from an earlier model, and after
+        training on a basin's own label the model's enthalpy of it moves by more than the
+        duplicate check's energy tolerance, so the same basin was selected again (Cu-Au: a
+        P2_1/c CuAu labelled in three iterations). Without a model, the stored ones."""
+        known = Deduplicator(self.config.dedup)
+        rel = self.store.relaxations(method="acnn")
+        fps = self.store.fingerprints(rel.id.tolist())
+        rows = [
+            k
+            for k, sid in enumerate(rel.structure_id)
+            if int(sid) in labelled and fps.get(int(rel.id[k])) is not None
+        ]
+        h = np.array([float(rel.enthalpy_per_atom[k]) for k in rows])  # [R] eV/atom
+        if model is not None and rows:
+            atoms = self.store.get_atoms([int(rel.structure_id[k]) for k in rows])
+            h = self._model_enthalpies(model, atoms)
+        for k, hk in zip(rows, h, strict=True):
+            if math.isfinite(hk):
+                key = composition_key(rel.composition[k])
+                known.add(str(rel.structure_id[k]), key, float(hk), fps[int(rel.id[k])])
+        return known
+
+    def _model_enthalpies(self, model: ACNN, atoms: list[Atoms], chunk: int = 256) -> np.ndarray:
+        """Enthalpies per atom [S] (eV/atom) of ``model`` at the given geometries (single
+        points at the campaign's pressure), in chunks of ``chunk`` structures."""
+        pot = ACNNPotential(model, dtype=torch.float64)
+        p = self.config.campaign.pressure * GPA
+        out = np.empty(len(atoms))
+        for start in range(0, len(atoms), chunk):
+            part = atoms[start : start + chunk]
+            batch = StructureBatch.from_atoms(part, dtype=torch.float64)
+            energy = pot.compute(batch).energy.detach().numpy()  # [s] eV
+            for j, (a, e) in enumerate(zip(part, energy, strict=True)):
+                out[start + j] = (float(e) + p * a.get_volume()) / len(a)
+        return out
 
     def iteration_cap(self, n: int) -> int | None:
         """Oracle single points iteration ``n`` may spend: ``oracle_per_iteration``, and with
@@ -1090,15 +1119,10 @@ class Campaign:
             if composition_key(a.get_chemical_formula()) in missing
         ]
         best: dict[str, float] = {}
-        if atoms:
-            batch = StructureBatch.from_atoms(atoms, dtype=torch.float64)
-            energy = ACNNPotential(model, dtype=torch.float64).compute(batch).energy.numpy()
-            p = self.config.campaign.pressure * GPA
-            for a, e in zip(atoms, energy, strict=True):
-                h = (float(e) + p * a.get_volume()) / len(a)
-                key = composition_key(a.get_chemical_formula())
-                if math.isfinite(h) and h < best.get(key, math.inf):
-                    best[key] = h
+        for a, h in zip(atoms, self._model_enthalpies(model, atoms), strict=True):
+            key = composition_key(a.get_chemical_formula())
+            if math.isfinite(h) and h < best.get(key, math.inf):
+                best[key] = float(h)
         for el in missing:
             self._notice(
                 f"iteration {n}: no converged {el} relaxation in this iteration; "
