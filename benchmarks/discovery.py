@@ -275,6 +275,7 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
             "iterations": iterations,
             "labels": store.count("labels"),
             "acnn_relaxations": store.count("relaxations"),
+            "repeated_basins": repeated_basins(store, cfg.oracle.name),
         }
         if diagnose:
             # every best-known compound, found or not: how it was found is the contrast
@@ -284,6 +285,25 @@ def evaluate(directory: Path, best: BestKnown, tol: float, diagnose: bool) -> di
                 dg["lost"] = k in missed or abs(phases[k].get("error_mev", math.inf)) > tol
                 result["diagnosis"][k] = dg
     return result
+
+
+def repeated_basins(store, oracle: str) -> dict:
+    """Labelled ACNN minima (origin ``relaxed``) and how many of them are the same structure
+    (``_matcher``) as a label of an earlier iteration: oracle calls spent on a basin the
+    oracle had already seen."""
+    from alcsp.vocab import Origin, composition_key
+
+    labels = [a for a in store.training_set(oracle) if a.info["origin"] == Origin.RELAXED]
+    sm = _matcher()
+    seen: dict[str, list[tuple[int, object]]] = {}
+    repeated = 0
+    for a in sorted(labels, key=lambda a: (a.info["iteration"], a.info["structure_id"])):
+        s = AseAtomsAdaptor.get_structure(a)
+        own = seen.setdefault(composition_key(a.get_chemical_formula()), [])
+        if any(it < a.info["iteration"] and sm.fit(t, s) for it, t in own):
+            repeated += 1
+        own.append((a.info["iteration"], s))
+    return {"labelled_minima": len(labels), "repeated": repeated}
 
 
 def _matcher() -> StructureMatcher:
@@ -587,6 +607,9 @@ def _line(r: dict) -> str:
         f"{r['oracle_calls']} oracle calls"
         + (f" ({share:.2%} of brute force)" if share is not None else "")
     )
+    rep = r.get("repeated_basins")
+    if rep:
+        parts.append(f"{rep['repeated']}/{rep['labelled_minima']} labelled minima repeat a basin")
     parts.append(f"{r['iterations']} iterations, wall {r['wall_s']:.0f} s, CPU {r['cpu_s']:.0f} s")
     return " | ".join(parts)
 
