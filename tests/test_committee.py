@@ -14,10 +14,12 @@ from ase.calculators.emt import EMT
 from alcsp.committee import (
     Committee,
     CommitteeConfig,
+    TrainJob,
     first_crossing,
     train_committee,
+    train_models,
 )
-from alcsp.potential import ACNN, ACNNCalculator, ACNNConfig, TrainConfig
+from alcsp.potential import ACNN, ACNNCalculator, ACNNConfig, TrainConfig, train
 from alcsp.potential.io import labelled
 from alcsp.relax import RelaxConfig, relax_structures
 from alcsp.units import GPA
@@ -188,6 +190,31 @@ def test_train_committee_is_deterministic_across_worker_counts():
     assert w0.shape == w1.shape and not torch.equal(w0, w1)
     assert torch.equal(warm.fit[0].weight, ACNN(TINY).double().fit[0].weight)
     assert one[0][0].config.seed == 7  # a fresh member takes its seed as ACNNConfig.seed
+
+
+def test_a_model_trained_in_a_worker_is_the_one_the_driver_would_train():
+    """The campaign trains model n in a worker process beside the committee members: it
+    must be bit for bit the model that ``train`` gives in this process (fresh and warm
+    starts), and the progress the workers report climbs to the total steps."""
+    torch.set_num_threads(1)
+    data = cu_cells(8, np.random.default_rng(9))
+    tc = replace(TRAIN, steps=12, seed=41)
+    here, _ = train(data, TINY, tc)
+    warm_tc = replace(tc, seed=42, perturb=0.05)
+    warm_here, _ = train(data, here, warm_tc)
+    seen: list[tuple[int, int]] = []
+    got = train_models(
+        data,
+        [TrainJob(TINY, tc), TrainJob(here, warm_tc)],
+        workers=2,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    for (model, _), ref in zip(got, [here, warm_here], strict=True):
+        for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert seen and seen[-1] == (24, 24)
+    assert all(t == 24 for _, t in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
 def test_train_committee_names_the_member_that_failed():

@@ -17,7 +17,9 @@ Shape letters: M members, S structures, N atoms (all structures of a batch toget
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -96,21 +98,139 @@ def _unpack(packed: _Packed) -> ACNN:
 
 
 @dataclass(frozen=True)
+class TrainJob:
+    """One model to train in a worker process: from ``start`` (a fresh ``ACNNConfig``,
+    whose own ``seed`` sets the initial weights, or an ``ACNN`` to continue from) with
+    ``train`` (its ``seed`` sets minibatch order, validation split and warm-start noise)."""
+
+    start: ACNN | ACNNConfig
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
 class _MemberJob:
-    """One member's training, as sent to a worker process."""
+    """One model's training, as sent to a worker process."""
 
     member: int
     data: list[Atoms]
-    start: ACNNConfig | _Packed  # a fresh config (its seed already set) or a packed model
+    start: ACNNConfig | _Packed  # a fresh config or a packed model
     train: TrainConfig
     weights: tuple[float, ...] | None = None  # loss weight per structure of data
+    progress_file: str | None = None  # where the worker writes "step steps" as it trains
 
 
 def _train_member(job: _MemberJob) -> tuple[_Packed, TrainReport]:
-    """Worker-side: train one member, return it packed (module level, so it pickles)."""
+    """Worker-side: train one model, return it packed (module level, so it pickles)."""
     start = job.start if isinstance(job.start, ACNNConfig) else _unpack(job.start)
-    model, report = train(job.data, start, job.train, weights=job.weights)
+    path = job.progress_file
+
+    def progress(step: int, steps: int, loss: float, val: object) -> None:
+        if path is not None:  # atomic, so the driver never reads half a line
+            tmp = f"{path}.tmp"
+            with open(tmp, "w") as f:
+                f.write(f"{step} {steps}")
+            os.replace(tmp, path)
+
+    model, report = train(job.data, start, job.train, weights=job.weights, progress=progress)
     return _pack(model), report
+
+
+class TrainingFailed(RuntimeError):
+    """A job of ``train_models`` raised ``error`` in its worker."""
+
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(f"model {index} failed to train: {type(error).__name__}: {error}")
+        self.index = index
+        self.error = error
+
+
+#: progress(steps done over all models, steps of all models), called from a driver thread
+TrainProgress = Callable[[int, int], None]
+
+
+def train_models(
+    data: list[Atoms],
+    jobs: Sequence[TrainJob],
+    workers: int,
+    weights: Sequence[float] | np.ndarray | None = None,
+    progress: TrainProgress | None = None,
+) -> list[tuple[ACNN, TrainReport]]:
+    """Train one model per job on ``data``, each in its own single-threaded worker process
+    (``workers`` of them, at most one per job), so the driver only waits and the results
+    depend on the jobs only, not on ``workers``. Returns (model, report) per job in order;
+    a job whose training fails raises a RuntimeError naming it. ``progress`` is called
+    about twice a second from a thread of this process with the training steps done over
+    all jobs (the workers write theirs to files in a temporary directory)."""
+    if not data:
+        raise ValueError("train_models got no training structures.")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
+    w = None if weights is None else tuple(float(x) for x in weights)
+    total = sum(j.train.steps for j in jobs)
+    out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
+    with tempfile.TemporaryDirectory(prefix="alcsp-train-") as tmp:
+        files = [os.path.join(tmp, f"model-{m}") for m in range(len(jobs))]
+        sent = []
+        for m, job in enumerate(jobs):
+            if isinstance(job.start, ACNNConfig):
+                packed: ACNNConfig | _Packed = job.start
+            elif isinstance(job.start, ACNN):
+                packed = _pack(job.start)
+            else:
+                raise TypeError(
+                    f"model {m}: start must be an ACNN or ACNNConfig, "
+                    f"got {type(job.start).__name__}."
+                )
+            sent.append(_MemberJob(m, list(data), packed, job.train, w, files[m]))
+        stop = threading.Event()
+
+        def steps_done() -> int:
+            done = 0
+            for m, path in enumerate(files):
+                if out[m] is not None:
+                    done += jobs[m].train.steps
+                    continue
+                try:
+                    with open(path) as f:
+                        done += int(f.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass
+            return done
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                assert progress is not None
+                progress(steps_done(), total)
+
+        watcher = threading.Thread(target=watch, daemon=True) if progress else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            with ProcessExecutor(n_workers=min(workers, len(sent)), max_resubmits=0) as pool:
+                for res in pool.map_unordered(_train_member, sent):
+                    if res.error is not None:
+                        raise TrainingFailed(res.index, res.error) from res.error
+                    assert res.value is not None
+                    packed_model, report = res.value
+                    out[res.index] = (_unpack(packed_model), report)
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.join()
+    if progress is not None:
+        progress(total, total)
+    assert all(r is not None for r in out)
+    return out  # type: ignore[return-value]
+
+
+def member_job(start: ACNN | ACNNConfig, train: TrainConfig, seed: int) -> TrainJob:
+    """A committee member's job: ``train`` with ``seed``; a fresh start also takes ``seed``
+    as its ``ACNNConfig.seed``, so fresh members begin from different weights. A warm start
+    (an ``ACNN``, not modified) continues from its weights with ``train.perturb`` noise (see
+    ``CommitteeConfig.train_config``)."""
+    if isinstance(start, ACNNConfig):
+        start = replace(start, seed=int(seed))
+    return TrainJob(start, replace(train, seed=int(seed)))
 
 
 def train_committee(
@@ -123,15 +243,12 @@ def train_committee(
 ) -> list[tuple[ACNN, TrainReport]]:
     """Train one member per entry of ``starts`` on ``data``, in parallel processes.
 
-    Member m trains with ``TrainConfig.seed = seeds[m]`` (minibatch order, validation split,
-    warm-start noise); a fresh start (an ``ACNNConfig``) also takes ``seeds[m]`` as its
-    ``seed``, so fresh members begin from different weights. A warm start (an ``ACNN``, not
-    modified) continues from its weights with ``train.perturb`` noise (see
-    ``CommitteeConfig.train_config``). Each member trains in its own single-threaded worker
-    process (``workers`` of them; 0 = min(members, CPU count)), so the results depend on the
-    seeds only, not on ``workers``. Returns (model, report) per member, in the order of
-    ``starts``; a member whose training fails raises a RuntimeError naming it. ``weights``:
-    the loss weight of each structure of ``data`` (``alcsp.potential.train.train``).
+    Member m trains with ``TrainConfig.seed = seeds[m]`` (``member_job``). Each member
+    trains in its own single-threaded worker process (``workers`` of them; 0 = min(members,
+    CPU count)), so the results depend on the seeds only, not on ``workers``. Returns
+    (model, report) per member, in the order of ``starts``; a member whose training fails
+    raises a RuntimeError naming it. ``weights``: the loss weight of each structure of
+    ``data`` (``alcsp.potential.train.train``).
     """
     if len(starts) == 0:
         raise ValueError("train_committee needs at least one start (an ACNN or ACNNConfig).")
@@ -149,33 +266,21 @@ def train_committee(
         raise ValueError(f"workers must be an integer >= 0 (0 = automatic), got {workers!r}.")
     if not data:
         raise ValueError("train_committee got no training structures.")
-    jobs = []
-    for m, (start, seed) in enumerate(zip(starts, seeds, strict=True)):
-        if isinstance(start, ACNNConfig):
-            packed: ACNNConfig | _Packed = replace(start, seed=int(seed))
-        elif isinstance(start, ACNN):
-            packed = _pack(start)
-        else:
+    for m, start in enumerate(starts):
+        if not isinstance(start, ACNN | ACNNConfig):
             raise TypeError(
                 f"committee member {m}: start must be an ACNN or ACNNConfig, "
                 f"got {type(start).__name__}."
             )
-        w = None if weights is None else tuple(float(x) for x in weights)
-        jobs.append(_MemberJob(m, list(data), packed, replace(train, seed=int(seed)), w))
+    jobs = [member_job(st, train, sd) for st, sd in zip(starts, seeds, strict=True)]
     n_workers = workers or min(len(jobs), os.cpu_count() or 1)
-    out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
-    with ProcessExecutor(n_workers=min(n_workers, len(jobs)), max_resubmits=0) as pool:
-        for res in pool.map_unordered(_train_member, jobs):
-            if res.error is not None:
-                raise RuntimeError(
-                    f"committee member {res.index} (seed {seeds[res.index]}) failed to "
-                    f"train: {type(res.error).__name__}: {res.error}"
-                ) from res.error
-            assert res.value is not None
-            packed_model, report = res.value
-            out[res.index] = (_unpack(packed_model), report)
-    assert all(r is not None for r in out)
-    return out  # type: ignore[return-value]
+    try:
+        return train_models(data, jobs, n_workers, weights)
+    except TrainingFailed as exc:
+        k, err = exc.index, exc.error
+        raise RuntimeError(
+            f"committee member {k} (seed {seeds[k]}) failed to train: {type(err).__name__}: {err}"
+        ) from err
 
 
 # -- evaluation ---------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from alcsp.campaign.events import (
     describe,
 )
 from alcsp.campaign.final import final_choice
-from alcsp.committee import Committee, first_crossing, train_committee
+from alcsp.committee import Committee, TrainJob, first_crossing, member_job, train_models
 from alcsp.compositions import enumerate_compositions
 from alcsp.config import CampaignConfig, parse_config
 from alcsp.dedup import Deduplicator
@@ -52,8 +52,8 @@ from alcsp.label import LabelSummary, label_structures
 from alcsp.oracle.base import LabelResult
 from alcsp.oracle.factory import make_oracle
 from alcsp.potential import ACNNPotential, evaluate, load_model, save_model, train
-from alcsp.potential.model import ACNN, ACNNConfig
-from alcsp.potential.train import hull_weights
+from alcsp.potential.model import ACNN
+from alcsp.potential.train import TrainReport, hull_weights
 from alcsp.references import Reference, load_references
 from alcsp.relax.config import RelaxConfig
 from alcsp.relax.runner import RelaxResult
@@ -420,8 +420,10 @@ class Campaign:
             self._notice(f"could not generate {comp}: {reason}")
         return out
 
-    def train(self, n: int):
-        """Model n: trained on every label so far, warm-started from model n-1."""
+    def train(self, n: int) -> ACNN:
+        """Model n: trained on every label so far, warm-started from model n-1. When the
+        iteration's selection uses a committee, model n trains in a worker process beside
+        the members that are still missing (``committee``), so no core waits for it."""
         for rec in self.store.models():
             if rec.iteration == n:
                 return load_model(self.store.model_path(rec))
@@ -434,16 +436,19 @@ class Campaign:
         previous = [r for r in self.store.models() if r.iteration == n - 1]
         start = load_model(self.store.model_path(previous[-1])) if previous else self.config.model
         tcfg = replace(self.config.train, seed=self.config.campaign.seed * 1000 + n)
-        self._notice(
-            f"iteration {n}: training ACNN on {len(data)} labels "
-            f"({'warm start' if previous else 'fresh'}, {tcfg.steps} steps)"
-        )
-        self.emit(StageStarted(n, Stage.TRAIN, tcfg.steps, "steps"))
+        how = "warm start" if previous else "fresh"
+        if self.config.selection.for_iteration(n).uses_committee:
+            model, report = self._train_with_members(n, data, TrainJob(start, tcfg), how)
+        else:
+            self._notice(
+                f"iteration {n}: training ACNN on {len(data)} labels ({how}, {tcfg.steps} steps)"
+            )
+            self.emit(StageStarted(n, Stage.TRAIN, tcfg.steps, "steps"))
 
-        def progress(step: int, steps: int, loss: float, val: object) -> None:
-            self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
+            def progress(step: int, steps: int, loss: float, val: object) -> None:
+                self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
 
-        model, report = train(data, start, tcfg, progress=progress, weights=self.weights(data))
+            model, report = train(data, start, tcfg, progress=progress, weights=self.weights(data))
         path = save_model(
             model,
             self.store.models_dir() / f"acnn-{n:03d}.pt",
@@ -454,38 +459,69 @@ class Campaign:
             self._notice(f"iteration {n}: validation {report.validation}")
         return model
 
+    def _train_with_members(
+        self, n: int, data: list[Atoms], main: TrainJob, how: str
+    ) -> tuple[ACNN, TrainReport]:
+        """Model n and the committee members of iteration n not on disk yet, one worker
+        process each (``[committee] workers`` at a time): ``committee`` then finds every
+        member. Members are written before model n is stored, so a kill in between
+        retrains model n only."""
+        cc = self.config.committee
+        todo = [k for k in range(1, cc.size) if not self._member_path(n, k).is_file()]
+        jobs = [main] + [self._member_job(n, k) for k in todo]
+        steps = sum(j.train.steps for j in jobs)
+        self._notice(
+            f"iteration {n}: training ACNN ({how}) and {len(todo)} more committee members "
+            f"on {len(data)} labels ({steps} steps in all, {cc.n_workers()} processes)"
+        )
+        self.emit(StageStarted(n, Stage.TRAIN, steps, "steps"))
+
+        def progress(done: int, total: int) -> None:
+            self.emit(StageProgress(n, Stage.TRAIN, done, total, unit="steps"))
+
+        trained = train_models(
+            data, jobs, cc.n_workers(), weights=self.weights(data), progress=progress
+        )
+        for k, (member, report) in zip(todo, trained[1:], strict=True):
+            self._save_member(n, k, member, report)
+        return trained[0]
+
+    def _member_job(self, n: int, k: int) -> TrainJob:
+        """Member k of iteration n: warm-started from its own member of iteration n-1
+        (fresh from its own seed in the first iteration)."""
+        prev = self._member_path(n - 1, k)
+        start = load_model(prev) if prev.is_file() else self.config.model
+        tcfg = self.config.committee.train_config(self.config.train)
+        return member_job(start, tcfg, self.config.campaign.seed * 1000 + n + 100_003 * k)
+
+    def _save_member(self, n: int, k: int, member: ACNN, report: TrainReport) -> None:
+        save_model(
+            member,
+            self._member_path(n, k),
+            metadata={"iteration": n, "member": k, **report.to_dict()},
+        )
+
     def committee(self, n: int, model: ACNN) -> Committee | None:
         """Iteration n's committee when its selection uses one: model n (member 0) and
-        ``[committee] size - 1`` more, trained on the same labels in parallel processes,
-        each warm-started from its own member of iteration n-1 (fresh from its own seed in
-        the first iteration), so the members stay independent across iterations. Members
-        are files ``models/committee/acnn-<n>-m<k>.pt``, written atomically: a resumed
-        campaign reuses every finished one."""
+        ``[committee] size - 1`` more, trained on the same labels in parallel processes
+        (``_member_job``), so the members stay independent across iterations. Members are
+        files ``models/committee/acnn-<n>-m<k>.pt``, written atomically: a resumed campaign
+        reuses every finished one. ``train`` trains them with model n; any still missing
+        here (model n was stored by a run that died before its members) are trained now."""
         if not self.config.selection.for_iteration(n).uses_committee:
             return None
         cc = self.config.committee
         todo = [k for k in range(1, cc.size) if not self._member_path(n, k).is_file()]
         if todo:
             data = self.training_data()
-            starts: list[ACNN | ACNNConfig] = []
-            for k in todo:
-                prev = self._member_path(n - 1, k)
-                starts.append(load_model(prev) if prev.is_file() else self.config.model)
-            tcfg = cc.train_config(self.config.train)
-            seeds = [self.config.campaign.seed * 1000 + n + 100_003 * k for k in todo]
             self._notice(
                 f"iteration {n}: training {len(todo)} more committee members on "
-                f"{len(data)} labels ({tcfg.steps} steps, {cc.n_workers()} processes)"
+                f"{len(data)} labels ({cc.n_workers()} processes)"
             )
-            trained = train_committee(
-                data, starts, tcfg, seeds, cc.n_workers(), weights=self.weights(data)
-            )
+            jobs = [self._member_job(n, k) for k in todo]
+            trained = train_models(data, jobs, cc.n_workers(), weights=self.weights(data))
             for k, (member, report) in zip(todo, trained, strict=True):
-                save_model(
-                    member,
-                    self._member_path(n, k),
-                    metadata={"iteration": n, "member": k, **report.to_dict()},
-                )
+                self._save_member(n, k, member, report)
         members = [model] + [load_model(self._member_path(n, k)) for k in range(1, cc.size)]
         return Committee(members)
 
