@@ -9,7 +9,9 @@ the standard deviation of ACNN − EMT energy per atom among that composition's 
 (what decides the ranking inside a composition; a constant offset does not count);
 ``best_right``, in how many compositions ACNN's lowest is EMT's lowest; ``rmse_mev`` after
 removing the mean offset. Variants: ``base`` (the campaign's settings), ``weighted``
-(``hull_weight_scale`` = ``--scale``), ``long`` (3× the steps).
+(``hull_weight_scale`` = ``--scale``), ``long`` (3× the steps), ``energy10`` (``p_e`` ×
+10), ``nearX`` (only the labels within X eV/atom of their own hull; ``near``: 1),
+``decorN`` (the labels plus N EMT single points of fcc/hcp/bcc decorations: ``decor40``).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/ranking_offline.py runs/c1 --seeds 21,22
 """
@@ -35,6 +37,44 @@ from alcsp.structures import StructureBatch
 from alcsp.vocab import composition_key
 
 BEST = Path(__file__).parent / "data" / "best-known"
+
+
+def _decoration_labels(cfg, n: int, seed: int) -> list:
+    """``n`` fcc/hcp/bcc decorations of the campaign's compositions (seeded draw, every
+    composition in turn), at Vegard volumes, with EMT single points: what the campaign's
+    initial data would add if it labelled decorations instead of random cells."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from alcsp.compositions import enumerate_compositions
+    from alcsp.decorations import decoration_starts
+    from alcsp.generate import start_volume_per_atom
+
+    keys = [e.key for e in enumerate_compositions(cfg.compositions)]
+    vol = {el: start_volume_per_atom(el, cfg.generate)[0] for el in cfg.elements}
+    starts = decoration_starts(
+        ["fcc", "hcp", "bcc"], keys, cfg.elements, cfg.compositions.max_cell_atoms, vol
+    )
+    rng = np.random.default_rng(seed)
+    by: dict[str, list] = {}
+    for a in starts:
+        by.setdefault(composition_key(a.get_chemical_formula()), []).append(a)
+    for v in by.values():
+        rng.shuffle(v)
+    picks = []
+    while len(picks) < n and any(by.values()):
+        for k in sorted(by):
+            if by[k] and len(picks) < n:
+                picks.append(by[k].pop())
+    out = []
+    for a in picks:
+        a = a.copy()
+        a.calc = EMT()
+        e, f, st = a.get_potential_energy(), a.get_forces(), a.get_stress(voigt=False)
+        a.calc = SinglePointCalculator(a, energy=e, free_energy=e, forces=f, stress=st)
+        a.info["structure_id"] = -1
+        out.append(a)
+    return out
 
 
 def main() -> None:
@@ -66,8 +106,16 @@ def main() -> None:
                 seed=seed,
             )
             w = hull_weights(e_hull, args.scale, args.floor) if variant == "weighted" else None
+            if variant == "energy10":  # energies weigh 10 times more against forces
+                tc = replace(tc, p_e=10 * tc.p_e)
+            used = data
+            if variant.startswith("decor"):  # + N decoration single points, e.g. decor40
+                used = data + _decoration_labels(cfg, int(variant[5:]), seed)
+            if variant.startswith("near"):  # only labels within X eV/atom (near1: 1)
+                cut = float(variant[4:] or 1.0)
+                used = [a for a, e in zip(data, e_hull, strict=True) if e <= cut]
             c0 = time.process_time()
-            model, _ = train(data, cfg.model, tc, weights=w)
+            model, _ = train(used, cfg.model, tc, weights=w)
             pot = ACNNPotential(model, dtype=torch.float64)
             e = []
             for k in range(0, len(best), 16):
@@ -88,7 +136,7 @@ def main() -> None:
                         "campaign": str(args.campaign),
                         "variant": variant,
                         "seed": seed,
-                        "labels": len(data),
+                        "labels": len(used),
                         "steps": steps,
                         "within_comp_std_mev": round(1000 * float(np.mean(stds)), 2),
                         "best_right": f"{right}/{n}",

@@ -198,6 +198,31 @@ def test_a_labelled_basin_is_known_under_a_retrained_model(loop):
         assert stale.check(key, float(h_now[j]), fp) is None  # what the selection used to miss
 
 
+def test_max_e_hull_trains_only_on_labels_near_the_hull_of_the_labels(loop):
+    """[train] max_e_hull = 0.3 eV/atom: training_data keeps exactly the labels (within the
+    force cap) at most 0.3 eV/atom above the hull of those labels, recomputed here with
+    alcsp.hull from E0 per atom (0 GPa); every label stays in the store."""
+    from dataclasses import replace
+
+    from alcsp.hull import build_hull
+
+    everything = loop.training_data()
+    e0 = [a.get_potential_energy() / len(a) for a in everything]
+    hull = build_hull([a.get_chemical_formula() for a in everything], e0, elements=["Au", "Cu"])
+    expect = {
+        a.info["structure_id"] for a, e in zip(everything, hull.e_hull, strict=True) if e <= 0.3
+    }
+    assert 0 < len(expect) < len(everything), "the fixture must have labels far above"
+    saved = loop.config
+    try:
+        loop.config = replace(saved, train=replace(saved.train, max_e_hull=0.3))
+        kept = loop.training_data()
+    finally:
+        loop.config = saved
+    assert {a.info["structure_id"] for a in kept} == expect
+    assert len(loop.training_data()) == len(everything)  # the store keeps them all
+
+
 SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(
     "relax_chunk = 12", "relax_chunk = 5"
 )

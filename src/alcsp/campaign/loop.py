@@ -552,6 +552,16 @@ class Campaign:
                 f"training leaves out {len(data) - len(kept)} labels with force components "
                 f"above {self.config.campaign.train_max_force} eV/Å (kept in the store)"
             )
+        cap = self.config.train.max_e_hull
+        if cap > 0 and kept:
+            e_hull = labels_e_hull(kept, self.config.campaign.pressure, self.config.elements)
+            near = [a for a, e in zip(kept, e_hull, strict=True) if not e > cap]  # NaN: kept
+            if len(near) < len(kept):
+                self._notice(
+                    f"training leaves out {len(kept) - len(near)} labels more than {cap} "
+                    "eV/atom above the hull of the labels ([train] max_e_hull; kept in the store)"
+                )
+            kept = near
         return kept
 
     def weights(self, data: list[Atoms]) -> np.ndarray | None:

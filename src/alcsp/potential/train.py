@@ -64,6 +64,9 @@ class TrainConfig:
     # hull weighting (``hull_weights``): σ_w in eV/atom, 0 = every label weighs 1 (the paper)
     hull_weight_scale: float = 0.0
     hull_weight_floor: float = 0.1  # w_min, the weight of labels far above the hull
+    # a campaign's labels more than this far above the hull of its labels are left out of
+    # training (eV/atom; 0 = keep every label, the paper)
+    max_e_hull: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -85,6 +88,10 @@ class TrainConfig:
                 "hull_weight_scale must be >= 0 eV/atom (0 = no weighting)",
             ),
             (0 < self.hull_weight_floor <= 1, "hull_weight_floor must be in (0, 1]"),
+            (
+                math.isfinite(self.max_e_hull) and self.max_e_hull >= 0,
+                "max_e_hull must be >= 0 eV/atom (0 = train on every label)",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
