@@ -12,6 +12,12 @@ imports and data transfer; the workers are forkserver children, out of reach of
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/committee_speed.py \\
         [--labels 100] [--members 4] [--workers 2] [--steps N]
+
+``--stage R``: instead, a campaign's training stage with a committee, the two ways side by
+side, interleaved R times: *driver* (model n trained in this process, then the other
+members with ``train_committee``, as before 2026-12-03) and *workers* (all members with
+``train_models``, one worker process each, as now); medians of wall and of this process's
+CPU seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from alcsp.committee import Committee, train_committee
+from alcsp.committee import Committee, TrainJob, member_job, train_committee, train_models
 from alcsp.potential import ACNNConfig, TrainConfig, train
 from alcsp.potential.io import labelled
 
@@ -61,6 +67,7 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=0, help="0 = the demo's [train] steps")
+    ap.add_argument("--stage", type=int, default=0, help="repeats of the stage comparison")
     args = ap.parse_args()
     torch.set_num_threads(1)
     demo = tomllib.loads(DEMO.read_text())
@@ -69,6 +76,9 @@ def main() -> None:
     if args.steps:
         train_cfg = replace(train_cfg, steps=args.steps)
     data = cuau_labels(args.labels, np.random.default_rng(0))
+    if args.stage:
+        stage_side_by_side(data, model_cfg, train_cfg, args.members, args.workers, args.stage)
+        return
 
     w0, c0 = time.perf_counter(), time.process_time()
     _, report = train(data, model_cfg, train_cfg)
@@ -122,6 +132,36 @@ def main() -> None:
         ),
         flush=True,
     )
+
+
+def stage_side_by_side(data, model_cfg, train_cfg, members: int, workers: int, repeats: int):
+    seeds = list(range(2, members + 1))
+    times: dict[str, list[tuple[float, float]]] = {"driver": [], "workers": []}
+    for _ in range(repeats):
+        for way in ("driver", "workers"):
+            w0, c0 = time.perf_counter(), time.process_time()
+            if way == "driver":
+                train(data, model_cfg, train_cfg)
+                train_committee(data, [model_cfg] * (members - 1), train_cfg, seeds, workers)
+            else:
+                jobs = [TrainJob(model_cfg, train_cfg)]
+                jobs += [member_job(model_cfg, train_cfg, s) for s in seeds]
+                train_models(data, jobs, workers)
+            times[way].append((time.perf_counter() - w0, time.process_time() - c0))
+    for way, t in times.items():
+        print(
+            json.dumps(
+                {
+                    "run": f"train stage, {members} models, {workers} workers: {way}",
+                    "steps": train_cfg.steps,
+                    "labels": len(data),
+                    "repeats": repeats,
+                    "median_wall_s": round(float(np.median([w for w, _ in t])), 2),
+                    "median_driver_cpu_s": round(float(np.median([c for _, c in t])), 2),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
