@@ -396,6 +396,84 @@ def test_collect_writes_the_training_set_for_alcsp_train(tmp_path, capsys):
     assert model.exists()
 
 
+def test_train_leaves_out_overlapping_atoms_as_a_campaign_does(tmp_path, capsys):
+    """`alcsp train` applies the campaign's force cap (default 50 eV/Å) with a one-line
+    warning; --max-force 0 trains on every label; nothing left is an error."""
+    frames = []
+    for a, shift in ((3.6, None), (3.7, None), (3.6, 0.1)):
+        atoms = bulk("Cu", "fcc", a=a, cubic=True)
+        atoms.rattle(0.02, seed=1)
+        if shift is not None:  # two atoms 0.1 Å apart: forces of thousands of eV/Å
+            atoms.positions[1] = atoms.positions[0] + [shift, 0, 0]
+        atoms.calc = EMT()
+        frames.append(labelled(atoms, atoms.get_potential_energy(), atoms.get_forces()))
+    data = tmp_path / "d.extxyz"
+    write(data, frames, format="extxyz")
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(
+        "[model]\nn_radial = 2\nn_angular = 2\nbasis_radial = 2\nbasis_angular = 2"
+        "\nharmonic_degree = 1\nembedding = [4]\nfitting = [4]\n"
+    )
+    argv = ["train", str(data), "--config", str(tiny), "--steps", "2", "--quiet"]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "a.pt")]) == 0
+    out = capsys.readouterr()
+    (warning,) = [line for line in out.err.splitlines() if "warning" in line]
+    assert warning.startswith("alcsp train: warning: left out 1 of 3 structures")
+    assert "50 eV/Å" in warning and "--max-force 0" in warning
+    assert "training on 2 structures" in " ".join(out.err.split())
+    assert main([*argv, "--out", str(tmp_path / "b.pt"), "--max-force", "0"]) == 0
+    out = capsys.readouterr()
+    assert "warning" not in out.err and "training on 3 structures" in " ".join(out.err.split())
+    assert main([*argv, "--out", str(tmp_path / "c.pt"), "--max-force", "1e-9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "raise --max-force" in err[0]
+    assert main([*argv, "--out", str(tmp_path / "d.pt"), "--max-force", "nan"]) == 2
+    assert "--max-force must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "c.pt").exists() and not (tmp_path / "d.pt").exists()
+
+
+def test_export_writes_polymorphs_with_their_hull_data(tmp_path, capsys):
+    """`alcsp export --polymorphs N`: each composition's distinct structures within the
+    window (a duplicate label once), each frame with E_hull, formation enthalpy, space group
+    and source in its info; the default stays one per composition."""
+    d = tmp_path / "camp"
+    frames = [
+        bulk("Cu", "fcc", a=3.61),
+        bulk("Cu", "fcc", a=3.61),  # the same structure labelled twice
+        bulk("Cu", "bcc", a=2.88),
+        bulk("Au", "fcc", a=4.08),
+        bulk("CuAu", "rocksalt", a=5.4),
+    ]
+    with CampaignStore.create(d, config()) as store:
+        ids = store.add_structures(frames, origin="random", iteration=0)
+        results = []
+        for sid, a in zip(ids, frames, strict=True):
+            a.calc = EMT()
+            e, f, st = a.get_potential_energy(), a.get_forces(), a.get_stress(voigt=False)
+            results.append((sid, Label(e, f, st, "emt", 1.0, energy_zero=e)))
+        store.add_labels(results, iteration=0)
+    assert main(["export", str(d), "--ehull", "5", "--out", str(tmp_path / "one")]) == 0
+    one = read(tmp_path / "one" / "structures.extxyz", index=":")
+    assert sorted(a.info["composition"] for a in one) == ["Au", "Cu", "CuAu"]
+    out = tmp_path / "all"
+    argv = ["export", str(d), "--ehull", "5", "--polymorphs", "0", "--out", str(out)]
+    assert main(argv) == 0
+    got = read(out / "structures.extxyz", index=":")
+    assert [a.info["structure_id"] for a in got if a.info["composition"] == "Cu"] == [
+        ids[0],
+        ids[2],
+    ]  # fcc (its duplicate left out), then bcc
+    assert len(got) == 4 and len(list((out / "cif").glob("*.cif"))) == 4
+    bcc = next(a for a in got if a.info["structure_id"] == ids[2])
+    assert bcc.info["space_group"] == "Im-3m (229)"
+    assert bcc.info["e_hull"] > 0.01 and bcc.info["formation_enthalpy"] == bcc.info["e_hull"]
+    assert bcc.info["source"] == "random, iteration 0" and bcc.info["pressure"] == 0.0
+    assert bcc.get_potential_energy() == pytest.approx(results[2][1].energy)
+    assert main([*argv, "--polymorphs", "-1"]) == 2
+    assert "--polymorphs must be >= 0" in capsys.readouterr().err
+
+
 def test_collect_errors(tmp_path, capsys):
     d, _ = _labelled_campaign(tmp_path)
     out = tmp_path / "x.extxyz"

@@ -200,6 +200,56 @@ def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
         pass
 
 
+def test_ctrl_c_stops_alcsp_run_in_one_line_and_leaves_nothing_running(tmp_path, capsys):
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) while
+    isolated jobs run in a process pool: exit 130, one line saying how to continue and no
+    traceback (from the driver or a worker), no process left, the lock free, and status
+    says where the campaign stopped."""
+    config = tmp_path / "ops.toml"
+    config.write_text(CONFIG.format(oracle="isolate = true", executor="process"))
+    directory = tmp_path / "c"
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
+        env=_env(ALCSP_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group: the test's terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a shell
+    )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = _descendants(proc.pid)
+            seen.update(now)
+            if any("alcsp.oracle._job" in _cmdline(p) for p in now):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-2000:]
+        assert "Traceback" not in err, err[-3000:]
+        lines = err.strip().splitlines()
+        assert lines[-1] == (
+            f"alcsp run: interrupted; {directory} keeps everything finished so far: "
+            f"continue it with `alcsp run {directory}`"
+        ), lines
+        left = _wait_gone(seen, tag)
+        assert not left, f"still alive after Ctrl-C: {left}"
+    finally:
+        proc.kill()
+        proc.wait()
+        _kill_tagged(tag)
+    assert holder(directory) is None
+    capsys.readouterr()
+    assert main(["status", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "not running" in out and "iteration 0: stopped in initial" in out, out
+
+
 SLEEPER = '''
 import subprocess
 import time

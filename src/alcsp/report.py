@@ -113,6 +113,50 @@ def phase_table(lh: LabelledHull, max_e_hull: float) -> list[PhaseRow]:
     return sorted(rows, key=lambda r: (r.e_hull_mev, r.composition))
 
 
+def polymorph_rows(
+    lh: LabelledHull, max_e_hull: float, per_composition: int = 0, dedup: Any = None
+) -> list[PhaseRow]:
+    """The distinct structures of each composition within ``max_e_hull`` eV/atom of the
+    hull, lowest first, at most ``per_composition`` of each (0: all); sorted by
+    composition's best E_hull, then E_hull. Duplicates (``alcsp.dedup``, the campaign's
+    ``[dedup]`` tolerances ``dedup``: the same structure labelled twice, an ACNN minimum
+    and its oracle relaxation when they coincide) count once, as their lowest label."""
+    from alcsp.dedup import DedupConfig, Deduplicator, fingerprint
+
+    hull = lh.hull
+    dd = Deduplicator(dedup or DedupConfig())
+    chosen: dict[int, list[int]] = {}
+    for i in np.argsort(hull.e_hull, kind="stable"):
+        if hull.e_hull[i] > max_e_hull + 1e-12:
+            break
+        c = int(hull.comp_index[i])
+        if per_composition and len(chosen.get(c, [])) >= per_composition:
+            continue
+        atoms = lh.structures[lh.kept[i]]
+        cfg = dd.config.fingerprint
+        if dd.add(str(i), hull.keys[c], float(hull.formation[i]), fingerprint(atoms, cfg)):
+            continue  # a duplicate of a lower one
+        chosen.setdefault(c, []).append(int(i))
+    rows = []
+    for c in sorted(chosen, key=lambda c: (hull.e_hull[chosen[c][0]], hull.keys[c])):
+        for i in chosen[c]:
+            atoms = lh.structures[lh.kept[i]]
+            rows.append(
+                PhaseRow(
+                    structure_id=lh.structure_id(i),
+                    composition=hull.keys[c],
+                    formula=atoms.get_chemical_formula(),
+                    space_group=space_group(atoms),
+                    e_hull_mev=float(hull.e_hull[i] * 1000),
+                    formation_mev=float(hull.formation[i] * 1000),
+                    source=origin_text(atoms),
+                    volume_per_atom=float(atoms.get_volume() / len(atoms)),
+                    density=float(atoms.get_masses().sum() / atoms.get_volume() * _DENSITY),
+                )
+            )
+    return rows
+
+
 def _figure(size):
     try:
         from matplotlib.figure import Figure

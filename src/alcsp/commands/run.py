@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 #: The campaign meta key of the owner record.
 OWNER_KEY = "owner"
+
+#: Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -319,8 +323,22 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise FileNotFoundError(f"{target} is neither a config file nor a campaign directory")
         say(f"campaign directory: {directory}")
-        with sink.showing(campaign.config.campaign.name, campaign.config.campaign.max_iterations):
-            hull = campaign.run()
+        try:
+            with sink.showing(
+                campaign.config.campaign.name, campaign.config.campaign.max_iterations
+            ):
+                hull = campaign.run()
+        except KeyboardInterrupt:  # Ctrl-C: the campaign and its workers close, lock freed
+            interrupted = True
+        else:
+            interrupted = False
+    if interrupted:
+        print(
+            f"alcsp run: interrupted; {directory} keeps everything finished so far: "
+            f"continue it with `alcsp run {directory}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     if hull is None:
         print("no hull: no successful oracle label covers every element")
         return 1

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import sys
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from ase.data import chemical_symbols
 
 if TYPE_CHECKING:
+    from ase import Atoms
+
     from alcsp.potential import ACNN
 
 
@@ -38,6 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", choices=["float32", "float64"])
+    p.add_argument(
+        "--max-force",
+        type=float,
+        metavar="F",
+        help="leave out labels with a force component above F eV/Å, as a campaign does "
+        "(atoms on top of each other: their energies would dominate the loss); default: "
+        "[campaign] train_max_force's default, 50; 0 = train on every label",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run)
 
@@ -57,6 +70,42 @@ def _read_config(path: Path | None) -> tuple[dict, dict]:
     from alcsp.config import new_names
 
     return new_names("model", dict(data.get("model", {}))), dict(data.get("train", {}))
+
+
+def _force_cap(value: float | None) -> float:
+    """``--max-force`` in eV/Å (0: no cap); the campaign's default when not given."""
+    from alcsp.config import CampaignSettings
+
+    if value is None:
+        return CampaignSettings.train_max_force
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"--max-force must be >= 0 eV/Å (0 = no cap), got {value}")
+    return value
+
+
+def _within_force_cap(structures: list[Atoms], path: Path, cap: float) -> list[Atoms]:
+    """The structures of ``path`` whose largest force component is at most ``cap`` eV/Å;
+    the others are left out with a one-line warning on stderr (an error if none is left)."""
+    if cap == 0:
+        return structures
+    largest = [float(np.abs(a.get_forces()).max()) for a in structures]
+    kept = [a for a, f in zip(structures, largest, strict=True) if f <= cap]
+    if len(kept) == len(structures):
+        return kept
+    worst = int(np.argmax(largest))
+    if not kept:
+        raise ValueError(
+            f"every one of the {len(structures)} structures of {path} has a force component "
+            f"above {cap:g} eV/Å (atoms on top of each other?); raise --max-force (0 = no cap)"
+        )
+    print(
+        f"alcsp train: warning: left out {len(structures) - len(kept)} of {len(structures)} "
+        f"structures of {path} with a force component above {cap:g} eV/Å (largest "
+        f"{largest[worst]:.3g} eV/Å, structure {worst}: atoms on top of each other?); "
+        "--max-force 0 trains on them",
+        file=sys.stderr,
+    )
+    return kept
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,8 +128,13 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             train_cfg[name] = value
     tcfg = TrainConfig.from_dict(train_cfg)
-    data = read_labelled(args.data)
-    validation = read_labelled(args.validation) if args.validation else None
+    cap = _force_cap(args.max_force)
+    data = _within_force_cap(read_labelled(args.data), args.data, cap)
+    validation = (
+        _within_force_cap(read_labelled(args.validation), args.validation, cap)
+        if args.validation
+        else None
+    )
     model: ACNN | ACNNConfig  # a model to continue, or the configuration of a new one
     if args.init is not None:
         if model_cfg or args.species:
