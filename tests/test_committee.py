@@ -33,7 +33,7 @@ TINY = ACNNConfig(
     n_angular=3,
     basis_radial=4,
     basis_angular=4,
-    l_max=2,
+    harmonic_degree=2,
     embedding=(8,),
     fitting=(16,),
 )

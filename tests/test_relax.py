@@ -497,7 +497,7 @@ def small_acnn():
         n_angular=6,
         basis_radial=8,
         basis_angular=8,
-        l_max=2,
+        harmonic_degree=2,
         embedding=(16, 16),
         fitting=(32, 32),
     )
