@@ -474,6 +474,37 @@ def test_export_writes_polymorphs_with_their_hull_data(tmp_path, capsys):
     assert "--polymorphs must be >= 0" in capsys.readouterr().err
 
 
+def test_report_shows_oracle_failures_by_kind_with_an_example(tmp_path, capsys):
+    from alcsp.oracle.base import FailureKind, LabelFailure
+
+    d = tmp_path / "camp"
+    frames = [bulk("Cu", "fcc", a=3.61), bulk("Au", "fcc", a=4.08)] + [
+        bulk("CuAu", "rocksalt", a=5.4 + 0.1 * k) for k in range(3)
+    ]
+    with CampaignStore.create(d, config()) as store:
+        ids = store.add_structures(frames, origin="random", iteration=0)
+        results = []
+        for sid, a in zip(ids[:2], frames[:2], strict=True):
+            a.calc = EMT()
+            e, f, st = a.get_potential_energy(), a.get_forces(), a.get_stress(voigt=False)
+            results.append((sid, Label(e, f, st, "emt", 1.0, energy_zero=e)))
+        timeout = "killed after the time limit of 5 s (raise [oracle] timeout_s)"
+        results += [
+            (ids[2], LabelFailure(FailureKind.TIMEOUT, timeout, "emt")),
+            (ids[3], LabelFailure(FailureKind.TIMEOUT, timeout, "emt")),
+            (ids[4], LabelFailure(FailureKind.SCF_NOT_CONVERGED, "no SCF after 3 tries", "emt")),
+        ]
+        store.add_labels(results, iteration=0)
+    assert main(["report", str(d), "--out", str(tmp_path / "r")]) == 0
+    page = (tmp_path / "r" / "report.html").read_text()
+    section = page[page.index("<h2>Oracle failures</h2>") :]
+    section = section[: section.index("</table>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", section)[1:]
+    cells = [re.findall(r"<td>(.*?)</td>", r) for r in rows]
+    assert cells[0][:3] == ["timeout", "2", str(ids[2])] and "time limit" in cells[0][3]
+    assert cells[1][:3] == ["scf_not_converged", "1", str(ids[4])]
+
+
 def test_collect_errors(tmp_path, capsys):
     d, _ = _labelled_campaign(tmp_path)
     out = tmp_path / "x.extxyz"

@@ -713,6 +713,22 @@ def write_report(
             ],
         ),
     ]
+    if info.get("failures"):
+        parts += [
+            "<h2>Oracle failures</h2>",
+            "<p class='caption'>Failed oracle jobs grouped by kind, with the first of each "
+            "as an example (each job's record: DIR/oracle/&lt;code&gt;/s&lt;id&gt;/"
+            "outcome.json).</p>",
+            _table(
+                info["failures"],
+                [
+                    ("kind", "Kind", "{}"),
+                    ("count", "Jobs", "{}"),
+                    ("example_structure", "Example structure", "{}"),
+                    ("example_reason", "Its reason", "{}"),
+                ],
+            ),
+        ]
     if info["oracle_relaxations"]:
         parts += [
             "<h2>Oracle relaxations</h2>",
