@@ -581,3 +581,36 @@ def test_readme_python_example_runs_as_written(capsys):
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     assert "validation:" in out and "converged" in out
+
+
+def test_ctrl_c_of_any_command_is_one_line_and_exit_130(tmp_path, cuau_data):
+    """SIGINT to `alcsp train` in the middle of a long training (as a terminal's Ctrl-C):
+    exit 130 and one line on stderr, no KeyboardInterrupt traceback."""
+    import signal
+    import time
+
+    from alcsp.potential.io import write_labelled
+
+    data = tmp_path / "data.extxyz"
+    write_labelled(data, cuau_data[0][:20])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcsp.cli", "train", str(data), "--out", str(tmp_path / "m.pt")]
+        + ["--steps", "1000000", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a shell
+    )
+    try:
+        time.sleep(8)  # imports, reading the labels, the first training steps
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines() == ["alcsp train: interrupted"], err
+    assert not (tmp_path / "m.pt").exists()

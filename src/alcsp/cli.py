@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from alcsp import __version__
-from alcsp.errors import UserError, one_line
+from alcsp.errors import EXIT_INTERRUPTED, UserError, one_line
 
 COMMANDS: tuple[str, ...] = (
     "train",
@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:  # user errors: one clear line, no traceback
         print(f"alcsp {args.command}: error: {describe(exc, args)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (alcsp run says how to resume)
+        print(f"alcsp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

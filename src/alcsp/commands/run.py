@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alcsp.campaign.events import Event, Notice, describe
-from alcsp.errors import UserError
+from alcsp.errors import EXIT_INTERRUPTED, UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 #: The campaign meta key of the owner record.
 OWNER_KEY = "owner"
-
-#: Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
