@@ -149,7 +149,7 @@ def test_power_spectrum_equals_eq9_triple_sum(backend):
         ref = torch.stack(
             [
                 (2 * l + 1) / (4 * math.pi) * torch.einsum("jn,kn,jk->n", g, g, legendre[l])
-                for l in range(cfg.l_max + 1)
+                for l in range(cfg.harmonic_degree + 1)
             ],
             dim=1,
         )  # [n, l]
