@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -248,6 +249,7 @@ def test_ctrl_c_stops_alcsp_run_in_one_line_and_leaves_nothing_running(tmp_path,
     assert main(["status", str(directory)]) == 0
     out = capsys.readouterr().out
     assert "not running" in out and "iteration 0: stopped in initial" in out, out
+    assert re.search(r"iteration 0: stopped in initial .*, [1-9]\d* oracle jobs pending", out), out
 
 
 SLEEPER = '''

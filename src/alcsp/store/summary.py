@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alcsp.store.campaign_store import CampaignStore
 from alcsp.store.records import IterationRecord
-from alcsp.vocab import RelaxStatus, Stage
+from alcsp.vocab import Origin, RelaxStatus, Stage
 
 
 def summary(directory: Path) -> dict:
@@ -70,6 +70,10 @@ def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
         counts["labelled"], counts["label_failures"] = ok, failed
         if it.stage == Stage.LABEL:
             pending = max(0, int(counts.get("selected", 0)) - ok - failed)
+        elif it.index == 0:  # the initial structures and the reference phases
+            todo = [Origin.INITIAL, Origin.REFERENCE_PHASE]
+            n = sum(len(store.structure_ids(origin=o, iteration=0)) for o in todo)
+            pending = max(0, n - ok - failed)
     return {
         "iteration": it.index,
         "stage": it.stage,
