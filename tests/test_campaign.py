@@ -464,6 +464,7 @@ def test_cli_run_refuses_a_different_config_in_the_same_directory(tiny, tmp_path
 def test_cli_status_text_and_json(tiny, capsys):
     assert main(["status", str(tiny["dir"])]) == 0
     text = capsys.readouterr().out
+    assert text.startswith(f"campaign 'tiny' in {tiny['dir']} (alcsp ")  # [campaign] name
     assert "iteration 0: done" in text and "iteration 2: done" in text
     assert "final hull:" in text
     assert main(["status", str(tiny["dir"]), "--json"]) == 0

@@ -23,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(s, indent=1))
         return 0
-    print(f"campaign {s['directory']} (alcsp {s['version']})")
+    name = f"{s['name']!r} in " if s["name"] else ""
+    print(f"campaign {name}{s['directory']} (alcsp {s['version']})")
     who = s["running"]  # the holder of the campaign's run lock
     if who is None:
         print("  not running")

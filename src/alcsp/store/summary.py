@@ -37,6 +37,7 @@ def summary(directory: Path) -> dict:
         ]
         return {
             "directory": str(directory),
+            "name": _name(store),
             "running": None if run is None else dataclasses.asdict(run),
             "version": store.meta("version"),
             "structures": store.count("structures"),
@@ -96,6 +97,17 @@ def _failures(store: CampaignStore) -> list[dict]:
         )
         g["count"] += 1
     return sorted(groups.values(), key=lambda g: -g["count"])
+
+
+def _name(store: CampaignStore) -> str | None:
+    """``[campaign] name`` of the stored config (None where it does not say)."""
+    import tomllib
+
+    try:
+        name = tomllib.loads(store.config_text).get("campaign", {}).get("name")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
 
 
 def _energy_definition() -> str:
