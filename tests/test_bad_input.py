@@ -1160,3 +1160,43 @@ def test_the_base_config_and_the_inputs_are_valid(tmp_path, finished_campaign, c
     assert main(["train", "in.extxyz", "--out", "m.pt", "--steps", "2", "--quiet"]) == 0
     assert main(["status", inputs.campaign()]) == 0
     assert "damaged" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("limit_kib", [48, 160])
+def test_a_full_disk_stops_alcsp_run_in_one_line_and_the_campaign_resumes(tmp_path, limit_kib):
+    """A disk that fills up during `alcsp run` (a file size limit, RLIMIT_FSIZE, so every
+    write past it fails as on a full disk): exit 2, one line that says to free space, no
+    traceback; run again with space, the campaign finishes, and its hull is that of a run
+    that never hit the limit."""
+    import resource
+
+    from alcsp.store.summary import summary
+
+    (tmp_path / "c.toml").write_text(config())
+    limit = limit_kib * 1024
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [sys.executable, "-m", "alcsp.cli", "run", "c.toml", "--dir", "camp", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = subprocess.run(
+        cmd, cwd=tmp_path, env=env, preexec_fn=small_disk, capture_output=True, text=True
+    )
+    assert full.returncode == 2, full.stderr[-3000:]
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert "disk" in lines[0] and lines[0].startswith("alcsp run: error:"), lines
+    again = subprocess.run(
+        [*cmd[:4], "camp", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    if not (tmp_path / "camp" / DB_NAME).exists():  # the limit hit before the campaign
+        again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ref = subprocess.run(
+        [*cmd[:5], "--dir", "ref", "--quiet"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    got, want = summary(tmp_path / "camp"), summary(tmp_path / "ref")
+    assert [it["stable"] for it in got["iterations"]] == [it["stable"] for it in want["iterations"]]
+    assert (got["labels"], got["structures"]) == (want["labels"], want["structures"])

@@ -116,8 +116,11 @@ def describe(exc: BaseException, args: argparse.Namespace) -> str:
 def _os_error(exc: OSError) -> str:
     """An ``OSError`` (which names no fix) with the fix for its kind."""
     what = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{what}; free some disk space (or raise the quota) and run the command again"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (
+            f"{what}; free some disk space (or raise the quota or the file size limit) and "
+            "run the command again"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{what}; the command needs permission to read or write there"
     if exc.errno == errno.ENOENT:
