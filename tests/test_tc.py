@@ -137,6 +137,22 @@ def test_belli_formula_and_its_inputs():
         TcSettings(refine=0)
 
 
+@pytest.mark.parametrize(
+    ("phi", "h_f", "h_dos", "slope", "intercept", "printed"),
+    [
+        # H3S, TcESTIME's first example (commit d9c4fca, example/netval.out): 169.49 K
+        (0.71, 0.750, 0.48732, 429.3, -10.4, 169.49),
+        # the same with the H_DOS it printed later (f2758a2, example/leastsq.out): 169.70 K
+        (0.71, 0.750, 0.489, 429.3, -10.4, 169.70),
+    ],
+)
+def test_phi_dos_is_the_authors_descriptor(phi, h_f, h_dos, slope, intercept, printed):
+    """Φ_DOS as TcESTIME forms it: its printed T_c of a linear fit in Φ_DOS, recomputed from
+    its printed φ, H_f and H_DOS with alcsp's Φ_DOS, to the printed 0.01 K."""
+    est = TcEstimate("H3S", phi, h_f, h_dos, (45, 45, 45))
+    assert slope * est.phi_dos + intercept == pytest.approx(printed, abs=0.01)
+
+
 def h3s(a: float = 2.984):
     return crystal(
         ["S", "H"],

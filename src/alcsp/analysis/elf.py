@@ -3,12 +3,16 @@
 **ELF.** ``elf_grid`` is GPAW's ``gpaw.elf.elf_from_dft_calculation``: Becke and Edgecombe's
 ELF = 1 / (1 + (D/D_h)²) with D = τ − |∇n|²/(8n) the Pauli kinetic energy density and
 D_h = (3/10)(3π²)^(2/3) n^(5/3) its value in the uniform electron gas of the same density,
-evaluated from the *pseudo* (smooth PAW) valence density n and kinetic energy density τ on
-the calculation's real-space grid. It is dimensionless, in [0, 1]; points where the pseudo
+evaluated from the *pseudo* (smooth PAW) density n and kinetic energy density τ on the
+calculation's real-space grid. GPAW's n and τ there include the smooth pseudo-core terms
+ñc and τ̃c of the setups (``density.nct_R``, ``tauct_R``), which the QE/VASP pseudo-valence
+ELF of the reference data does not. It is dimensionless, in [0, 1]; points where the pseudo
 density is below ``ncut`` (electrons/bohr³) get 0. Inside the PAW spheres of the heavy
 atoms the pseudo ELF is not the all-electron one, as with the VASP/QE pseudo ELF the
-networking value was defined on; the bonding regions between atoms, where the networking
-value is decided, are outside the spheres.
+networking value was defined on. Where the bottleneck of the network is an H–H contact the
+core terms do not matter (CaYH20: φ 0.544 with and without them); where it is a bond to a
+heavy atom they do: Im-3m H3S at a = 3.073 Å, φ = 0.694 with them, 0.741 without, 0.707 from
+the authors' QE ELF (benchmarks/tc_belli_compare.py, docs/tc-belli.md).
 
 **Networking value** (Belli, Novoa, Contreras-García and Errea, Nat. Commun. 12, 5381
 (2021)): φ is the highest isovalue v at which the region ELF ≥ v contains a network that

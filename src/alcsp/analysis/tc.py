@@ -14,10 +14,12 @@ The fit was made to ~100 Eliashberg/McMillan T_c of predicted hydrides; its spre
 them is ~60 K (the paper: "predict T_c … with an accuracy of about 60 K"). It is an
 **estimate with that error, not an Eliashberg calculation**: no phonons, no electron–phonon
 coupling, no μ*. A value ≤ 0 K means the fit predicts no (or a very low) T_c. Sources:
-the formula and the coefficients 750 K and −85 K as in the authors' own code (the first
-release of TcESTIME, github.com/juliacontrerasgarcia/Tcestime, ``src/get_tc.py``, which
-later releases refit to 456.34 Φ_DOS − 9.46 K on a larger set); the error as quoted with
-the paper. See docs/tc-belli.md.
+the formula and the coefficients 750 K and −85 K as in the authors' own code (the earliest
+stored ``src/get_tc.py`` of TcESTIME, github.com/juliacontrerasgarcia/Tcestime, June 2023,
+where that line is already commented out in favour of a refit 429.3 Φ_DOS − 10.4 K; the
+current release uses 456.34 Φ_DOS − 9.46 K); the error as quoted with the paper. The
+descriptors agree with what TcESTIME printed for the three structures of its examples (φ
+within 0.016, H_DOS within 0.14, T_c of this fit within 22 K): docs/tc-belli.md.
 """
 
 from __future__ import annotations
