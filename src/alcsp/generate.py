@@ -405,13 +405,26 @@ def _time_box(seconds: float) -> Iterator[None]:
         yield
         return
 
+    fired = False
+
     def handler(signum, frame):
+        nonlocal fired
+        fired = True
         raise _Timeout()
 
     old_handler = signal.signal(signal.SIGALRM, handler)
     old_timer = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
+    except _Timeout:
+        raise
+    except Exception as exc:
+        # an exception raised by the handler inside C code can come out as another error
+        # (numpy's argument parsing turns it into "TypeError: 'axis' must be None, ..."):
+        # once the timer has fired, any error of the attempt is the timeout
+        if fired:
+            raise _Timeout() from exc
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old_handler)
