@@ -18,6 +18,11 @@ side, interleaved R times: *driver* (model n trained in this process, then the o
 members with ``train_committee``, as before 2026-12-03) and *workers* (all members with
 ``train_models``, one worker process each, as now); medians of wall and of this process's
 CPU seconds.
+
+``--single R --threads T``: one model (no committee), trained in this process with T torch
+threads against ``train_models`` in one worker with ``threads=T`` (how a campaign trains
+without a committee since 2026-12-03), interleaved R times; medians of wall and of this
+process's CPU seconds, and whether the two models are bit-identical.
 """
 
 from __future__ import annotations
@@ -68,14 +73,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=0, help="0 = the demo's [train] steps")
     ap.add_argument("--stage", type=int, default=0, help="repeats of the stage comparison")
+    ap.add_argument("--single", type=int, default=0, help="repeats of the one-model comparison")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for --single")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads if args.single else 1)
     demo = tomllib.loads(DEMO.read_text())
     model_cfg = ACNNConfig(species=("Cu", "Au"), **demo["model"])
     train_cfg = TrainConfig.from_dict(demo["train"])
     if args.steps:
         train_cfg = replace(train_cfg, steps=args.steps)
     data = cuau_labels(args.labels, np.random.default_rng(0))
+    if args.single:
+        single_side_by_side(data, model_cfg, train_cfg, args.threads, args.single)
+        return
     if args.stage:
         stage_side_by_side(data, model_cfg, train_cfg, args.members, args.workers, args.stage)
         return
@@ -158,6 +168,38 @@ def stage_side_by_side(data, model_cfg, train_cfg, members: int, workers: int, r
                     "repeats": repeats,
                     "median_wall_s": round(float(np.median([w for w, _ in t])), 2),
                     "median_driver_cpu_s": round(float(np.median([c for _, c in t])), 2),
+                }
+            ),
+            flush=True,
+        )
+
+
+def single_side_by_side(data, model_cfg, train_cfg, threads: int, repeats: int):
+    times: dict[str, list[tuple[float, float]]] = {"driver": [], "worker": []}
+    models = {}
+    for _ in range(repeats):
+        for way in ("driver", "worker"):
+            w0, c0 = time.perf_counter(), time.process_time()
+            if way == "driver":
+                model, _ = train(data, model_cfg, train_cfg)
+            else:
+                ((model, _),) = train_models(
+                    data, [TrainJob(model_cfg, train_cfg)], 1, threads=threads
+                )
+            times[way].append((time.perf_counter() - w0, time.process_time() - c0))
+            models[way] = model.state_dict()
+    same = all(torch.equal(models["driver"][k], models["worker"][k]) for k in models["driver"])
+    for way, t in times.items():
+        print(
+            json.dumps(
+                {
+                    "run": f"one model, {threads} threads: {way}",
+                    "steps": train_cfg.steps,
+                    "labels": len(data),
+                    "repeats": repeats,
+                    "median_wall_s": round(float(np.median([w for w, _ in t])), 2),
+                    "median_driver_cpu_s": round(float(np.median([c for _, c in t])), 2),
+                    "bit_identical": same,
                 }
             ),
             flush=True,

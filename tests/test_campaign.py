@@ -398,8 +398,10 @@ def test_resume_after_kill9_at_chosen_points(tiny, tmp_path):
     """SIGKILL in the middle of iteration 1's labelling (the selection is redone with part of
     it labelled), after the first search chunk of iteration 2, and just before the final
     oracle relaxation: the same labels and hull as the uninterrupted run."""
+    from alcsp.store.summary import summary
+
     directory = tmp_path / "killed"
-    stages = []
+    stages, pending = [], []
     for kill in (
         ["--kill-at-job", "15"],
         ["--kill-on", "iteration 2: relaxed 8/"],
@@ -415,7 +417,9 @@ def test_resume_after_kill9_at_chosen_points(tiny, tmp_path):
         )
         assert proc.returncode == (-signal.SIGKILL if kill else 0), proc.stderr[-4000:]
         stages.append(_stage(directory))
+        pending.append(summary(directory)["final_pending"])
     assert stages[:3] == ["iteration 1 label", "iteration 2 search", "iteration 2 done"]
+    assert pending[:2] == [0, 0] and pending[2] > 0 and pending[3] == 0  # status shows them
     assert _labels(directory) == _labels(tiny["dir"])
     assert _final_hull(directory) == _final_hull(tiny["dir"])
     with CampaignStore.open(directory, readonly=True) as store:

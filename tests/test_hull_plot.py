@@ -144,3 +144,28 @@ def test_bad_joins_are_named():
     with pytest.raises(ValueError, match="2 or 3 end members"):
         parse_join("BeO")
     assert parse_join("P2O5, BeO") == ("P2O5", "BeO")
+
+
+def test_space_group_symbols_are_printed_with_bars_and_subscripts(tmp_path):
+    """The PNG writes Hermann–Mauguin symbols as printed (Im3̄m, P6₃/mmc), not as spglib's
+    ASCII; matplotlib's mathtext must parse each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alcsp.hull_plot import _pretty_symbol
+
+    cases = {
+        "Im-3m": r"Im$\bar{3}$m",
+        "P6_3/mmc": r"P6$_{3}$/mmc",
+        "I4_1/amd": r"I4$_{1}$/amd",
+        "P-6m2": r"P$\bar{6}$m2",
+        "P4/mmm": "P4/mmm",
+    }
+    assert {k: _pretty_symbol(k) for k in cases} == cases
+    fig, ax = plt.subplots()
+    for k, text in enumerate(cases.values()):
+        ax.text(0.1, 0.1 * k, text)
+    fig.savefig(tmp_path / "symbols.png")  # raises on a mathtext error
+    plt.close(fig)

@@ -99,12 +99,22 @@ def _same(a: list[tuple], b: list[tuple]) -> None:
 
 
 @pytest.mark.slow
-def test_one_process_and_two_workers_store_the_same_campaign(tmp_path, capsys):
+def test_one_process_and_two_workers_store_the_same_campaign(tmp_path, capsys, monkeypatch):
+    """Inline, and a pool of 2 (search shards on the workers, the model trained in a worker
+    process with the driver's threads): the same store."""
+    import alcsp.campaign.loop as loop
+
     runs = {}
     for kind in ('kind = "inline"', 'kind = "process"\nworkers = 2'):
         cfg = tmp_path / f"{kind[8:15]}.toml"
         cfg.write_text(TINY.replace('kind = "inline"', kind))
         d = tmp_path / kind[8:15]
+        if "process" in kind:  # the driver trains nothing itself
+
+            def no_training_here(*args, **kwargs):
+                raise AssertionError("the driver trained a model itself")
+
+            monkeypatch.setattr(loop, "train", no_training_here)
         assert main(["run", str(cfg), "--dir", str(d), "--quiet"]) == 0
         runs[kind] = _rows(d)
         with CampaignStore.open(d, readonly=True) as store:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ import pytest
 import torch
 
 from alcsp.campaign import Campaign
+from alcsp.cli import main
 from alcsp.execute import DaskConfig, DaskExecutor, walltime_seconds, worker_lifetime_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,3 +368,81 @@ def test_walltime_forms_and_the_worker_lifetime_before_them():
     assert worker_lifetime_args("01:00:00") == ["--lifetime", "3240s", "--lifetime-stagger", "120s"]
     assert worker_lifetime_args("00:00:50") == []
     assert worker_lifetime_args("soon") == []
+
+
+def test_killing_the_driver_ends_its_slurm_jobs_and_workers(slurm, tmp_path):
+    """``kill -9`` of an ``alcsp run`` whose workers are Slurm batch jobs, while they work:
+    the workers lose their scheduler (it lives in the driver) and exit, and so their batch
+    jobs end, within dask-jobqueue's ``--death-timeout`` (60 s) plus Slurm's own cleanup; no
+    process of the campaign (they all carry the test's tag in their environment, which
+    ``sbatch`` exports to the job) is left on the node. Then the campaign resumes."""
+    from test_operating import _env, _tagged
+
+    tag = uuid.uuid4().hex
+    name = f"alcsp-kill-{tag[:8]}"
+    logs = tmp_path / "slurm-logs"
+    logs.mkdir()
+    text = TINY.replace("max_iterations = 2", "max_iterations = 3").replace(
+        '[executor]\nkind = "inline"',
+        f"""[executor]
+kind = "dask"
+
+[executor.dask]
+cluster = "slurm"
+queue = "debug"
+jobs = 2
+cores = 1
+memory = "2GB"
+walltime = "00:10:00"
+job_extra_directives = ["--job-name={name}", "--output={logs}/%j.out"]
+local_directory = "{tmp_path / "dask-worker-space"}"
+""",
+    )
+    config = tmp_path / "kill.toml"
+    config.write_text(
+        text.replace('[oracle]\nname = "emt"', '[oracle]\nname = "emt"\nisolate = true')
+    )
+    directory = tmp_path / "c"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
+        env=_env(ALCSP_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+    def ours() -> list[list[str]]:
+        out = subprocess.run(
+            ["squeue", "-h", "-n", name, "-o", "%i|%T"], capture_output=True, text=True, check=True
+        ).stdout
+        return [line.split("|") for line in out.split()]
+
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            running = [job for job, state in ours() if state == "RUNNING"]
+            worked = any(p.stat().st_size > 0 for p in logs.glob("*.out"))
+            if len(running) == 2 and worked and len(_tagged(tag)) > 3:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no two running jobs; exit {proc.poll()}: {proc.stderr.read()}")
+        time.sleep(3)  # the workers at work: search shards or oracle jobs
+        assert proc.poll() is None
+        on_node = _tagged(tag) - {proc.pid}
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        t0 = time.monotonic()
+        while (ours() or _tagged(tag)) and time.monotonic() - t0 < 120:
+            time.sleep(0.5)
+        elapsed = time.monotonic() - t0
+        assert not ours(), f"jobs still queued {elapsed:.0f} s after the driver's death: {ours()}"
+        assert not _tagged(tag), f"processes left: {sorted(_tagged(tag))} of {sorted(on_node)}"
+        print(f"jobs and {len(on_node)} processes gone {elapsed:.1f} s after the kill")
+    finally:
+        proc.kill()
+        proc.wait()
+        for job, _ in ours():
+            subprocess.run(["scancel", job], check=False)
+    assert main(["run", str(directory), "--quiet"]) == 0  # resumes where it stopped

@@ -117,10 +117,13 @@ class _MemberJob:
     train: TrainConfig
     weights: tuple[float, ...] | None = None  # loss weight per structure of data
     progress_file: str | None = None  # where the worker writes "step steps" as it trains
+    threads: int = 1  # torch threads in the worker
 
 
 def _train_member(job: _MemberJob) -> tuple[_Packed, TrainReport]:
     """Worker-side: train one model, return it packed (module level, so it pickles)."""
+    if job.threads > 1:  # the pool's initializer left one thread
+        torch.set_num_threads(job.threads)
     start = job.start if isinstance(job.start, ACNNConfig) else _unpack(job.start)
     path = job.progress_file
 
@@ -154,17 +157,23 @@ def train_models(
     workers: int,
     weights: Sequence[float] | np.ndarray | None = None,
     progress: TrainProgress | None = None,
+    threads: int = 1,
 ) -> list[tuple[ACNN, TrainReport]]:
     """Train one model per job on ``data``, each in its own single-threaded worker process
     (``workers`` of them, at most one per job), so the driver only waits and the results
     depend on the jobs only, not on ``workers``. Returns (model, report) per job in order;
     a job whose training fails raises a RuntimeError naming it. ``progress`` is called
     about twice a second from a thread of this process with the training steps done over
-    all jobs (the workers write theirs to files in a temporary directory)."""
+    all jobs (the workers write theirs to files in a temporary directory). ``threads``:
+    torch threads per worker (1 when the workers share the cores; a single job may take
+    the driver's own ``torch.get_num_threads()``, so that it trains as fast as in the
+    driver, and gives the same model)."""
     if not data:
         raise ValueError("train_models got no training structures.")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}.")
     w = None if weights is None else tuple(float(x) for x in weights)
     total = sum(j.train.steps for j in jobs)
     out: list[tuple[ACNN, TrainReport] | None] = [None] * len(jobs)
@@ -181,7 +190,7 @@ def train_models(
                     f"model {m}: start must be an ACNN or ACNNConfig, "
                     f"got {type(job.start).__name__}."
                 )
-            sent.append(_MemberJob(m, list(data), packed, job.train, w, files[m]))
+            sent.append(_MemberJob(m, list(data), packed, job.train, w, files[m], threads))
         stop = threading.Event()
 
         def steps_done() -> int:

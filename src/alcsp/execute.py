@@ -15,9 +15,10 @@ and watches the driver's PID, so a ``kill -9`` of the driver leaves no worker be
 through the job's own parent-death signal, any isolated oracle job: see
 ``alcsp.oracle._job``). A Dask ``LocalCluster``'s processes go with the driver by Dask's
 own design (each nanny and worker exits when the pipe from its parent closes). Slurm/PBS
-workers (dask-jobqueue) lose their scheduler, which lives in the driver, and exit after
-dask-jobqueue's ``death-timeout`` (60 s by default), their isolated oracle jobs with them;
-until then the batch jobs stay in the queue (not covered by a test). Workers of an external
+workers (dask-jobqueue) lose their scheduler, which lives in the driver, and exit (at the
+latest after dask-jobqueue's ``death-timeout``, 60 s by default), their isolated oracle jobs
+with them, and so their batch jobs end: on the test cluster 3 s after a ``kill -9`` of the
+driver (``tests/test_slurm.py``). Workers of an external
 scheduler (``cluster = "address"``) are not the campaign's: a task they are running
 finishes and its result is dropped with the driver's futures.
 """

@@ -325,6 +325,15 @@ def _pretty(formula: str) -> str:
     return re.sub(r"(\d+(?:\.\d+)?)", r"$_{\1}$", formula)
 
 
+def _pretty_symbol(symbol: str) -> str:
+    """A Hermann–Mauguin symbol as printed: 'Im-3m' -> 'Im$\\bar{3}$m', 'P6_3/mmc' ->
+    'P6$_3$/mmc' for matplotlib (other text unchanged)."""
+    import re
+
+    symbol = re.sub(r"-(\d)", r"$\\bar{\1}$", symbol)
+    return re.sub(r"(\d)_(\d)", r"\1$_{\2}$", symbol)
+
+
 def _caption(result: HullResult, view: HullView) -> str:
     if view.kind == "projection":
         return (
@@ -441,7 +450,7 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
         if not binary and keys[i] in view.corners:
             corner_extra[keys[i]] = extra[i]  # written under the corner's name instead
             continue
-        text = _pretty(keys[i]) + (f"\n{extra[i]}" if extra[i] else "")
+        text = _pretty(keys[i]) + (f"\n{_pretty_symbol(extra[i])}" if extra[i] else "")
         ax.annotate(
             text,
             view.xy[i],
@@ -483,7 +492,7 @@ def _section_png(view: HullView, keys: list[str], extra: list[str]):
             ax.text(
                 x,
                 y + dy,
-                _pretty(c) + (f"\n{sub}" if sub else ""),
+                _pretty(c) + (f"\n{_pretty_symbol(sub)}" if sub else ""),
                 ha=ha,
                 va="top" if dy < 0 else "bottom",
                 fontsize=9,

@@ -421,9 +421,11 @@ class Campaign:
         return out
 
     def train(self, n: int) -> ACNN:
-        """Model n: trained on every label so far, warm-started from model n-1. When the
-        iteration's selection uses a committee, model n trains in a worker process beside
-        the members that are still missing (``committee``), so no core waits for it."""
+        """Model n: trained on every label so far, warm-started from model n-1, in a
+        worker process (in the driver with the inline executor). When the iteration's
+        selection uses a committee, model n trains beside the members that are still
+        missing (``committee``), one thread each, so no core waits for it; alone, it takes
+        the driver's torch threads, and gives the model the driver would have trained."""
         for rec in self.store.models():
             if rec.iteration == n:
                 return load_model(self.store.model_path(rec))
@@ -445,10 +447,26 @@ class Campaign:
             )
             self.emit(StageStarted(n, Stage.TRAIN, tcfg.steps, "steps"))
 
-            def progress(step: int, steps: int, loss: float, val: object) -> None:
-                self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
+            weights = self.weights(data)
+            if self.config.executor.kind == "inline":  # everything in the driver
 
-            model, report = train(data, start, tcfg, progress=progress, weights=self.weights(data))
+                def progress(step: int, steps: int, loss: float, val: object) -> None:
+                    self.emit(StageProgress(n, Stage.TRAIN, step, steps, unit="steps"))
+
+                model, report = train(data, start, tcfg, progress=progress, weights=weights)
+            else:  # in a worker with the driver's threads: the same model, driver free
+
+                def progress_all(done: int, total: int) -> None:
+                    self.emit(StageProgress(n, Stage.TRAIN, done, total, unit="steps"))
+
+                ((model, report),) = train_models(
+                    data,
+                    [TrainJob(start, tcfg)],
+                    1,
+                    weights=weights,
+                    progress=progress_all,
+                    threads=torch.get_num_threads(),
+                )
         path = save_model(
             model,
             self.store.models_dir() / f"acnn-{n:03d}.pt",

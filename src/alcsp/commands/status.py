@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
                 f"  oracle relaxations ({stage}): "
                 + ", ".join(f"{v} {k}" for k, v in sorted(marks.items()))
             )
+    if s["final_pending"]:
+        verb = "in progress" if who is not None else "to continue"
+        print(f"  final stage {verb}: {s['final_pending']} oracle relaxations pending")
     for f in s["failures"]:
         print(
             f"  oracle failures ({f['kind']}): {f['count']}, e.g. structure "

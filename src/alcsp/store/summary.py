@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alcsp.store.campaign_store import CampaignStore
 from alcsp.store.records import IterationRecord
-from alcsp.vocab import Origin, RelaxStatus, Stage
+from alcsp.vocab import OracleStage, Origin, RelaxStatus, Stage
 
 
 def summary(directory: Path) -> dict:
@@ -50,6 +50,7 @@ def summary(directory: Path) -> dict:
             "stop_reason": store.meta("stop_reason"),
             "oracle_calls": store.oracle_calls(),
             "oracle_relaxations": relaxations,
+            "final_pending": _final_pending(store),
             "energy": _energy_definition(),
             "warnings": _warnings(store),
             "failures": _failures(store),
@@ -85,6 +86,18 @@ def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
         "pending": pending,
         "failed_shards": store.shard_failures(it.index),
     }
+
+
+def _final_pending(store: CampaignStore) -> int:
+    """Structures picked for the final stage's oracle relaxations (stored before the
+    first starts) that have no finished relaxation yet; 0 before the final stage."""
+    raw = store.meta("final_picks")
+    if not raw:
+        return 0
+    picks = json.loads(raw)
+    chosen = {int(i) for i in (*picks["terminals"], *(picks["compounds"] or ()))}
+    done = {r.parent_id for r in store.oracle_relaxations(OracleStage.FINAL)}
+    return len(chosen - done)
 
 
 def _failures(store: CampaignStore) -> list[dict]:
