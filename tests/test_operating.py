@@ -252,6 +252,55 @@ def test_ctrl_c_stops_alcsp_run_in_one_line_and_leaves_nothing_running(tmp_path,
     assert re.search(r"iteration 0: stopped in initial .*, [1-9]\d* oracle jobs pending", out), out
 
 
+def test_sigterm_stops_alcsp_run_cleanly(tmp_path, capsys):
+    """SIGTERM to the driver alone (``kill PID``; Slurm's end of a job) while isolated jobs
+    run in a process pool: the workers and jobs close as on Ctrl-C, exit 143, one line
+    saying how to continue, no traceback and no resource-tracker warning of leaked
+    semaphores (the default action left 10), nothing left running, the lock free, and
+    status says where the campaign stopped."""
+    config = tmp_path / "ops.toml"
+    config.write_text(CONFIG.format(oracle="isolate = true", executor="process"))
+    directory = tmp_path / "c"
+    tag = uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
+        env=_env(ALCSP_TEST_TAG=tag),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen: dict[int, int] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = _descendants(proc.pid)
+            seen.update(now)
+            if any("alcsp.oracle._job" in _cmdline(p) for p in now):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+        assert "Traceback" not in err and "leaked" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            f"alcsp run: terminated (SIGTERM); {directory} keeps everything finished so "
+            f"far: continue it with `alcsp run {directory}`"
+        ), err
+        left = _wait_gone(seen, tag)
+        assert not left, f"still alive after SIGTERM: {left}"
+    finally:
+        proc.kill()
+        proc.wait()
+        _kill_tagged(tag)
+    assert holder(directory) is None
+    capsys.readouterr()
+    assert main(["status", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "not running" in out and "iteration 0: stopped in initial" in out, out
+
+
 SLEEPER = '''
 import subprocess
 import time

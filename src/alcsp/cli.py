@@ -18,13 +18,15 @@ import argparse
 import errno
 import importlib
 import os
+import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from alcsp import __version__
-from alcsp.errors import EXIT_INTERRUPTED, UserError, one_line
+from alcsp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError, one_line
 
 COMMANDS: tuple[str, ...] = (
     "train",
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the command's own parser, as its other errors are
         _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    handling, previous = _terminate_as_interrupt()
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, not at exit, where a closed pipe can no longer be caught
@@ -88,9 +91,31 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:  # user errors: one clear line, no traceback
         print(f"alcsp {args.command}: error: {describe(exc, args)}", file=sys.stderr)
         return 2
+    except Terminated:  # SIGTERM: as Ctrl-C
+        print(f"alcsp {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback (alcsp run says how to resume)
         print(f"alcsp {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if handling:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> NoReturn:
+    raise Terminated()
+
+
+def _terminate_as_interrupt() -> tuple[bool, Any]:
+    """Make SIGTERM raise ``Terminated`` (a ``KeyboardInterrupt``) in the main thread, so
+    that ``kill PID`` or a scheduler's end of job closes workers, jobs, store and lock as
+    Ctrl-C does (the default action would leave that to the workers' death watch and
+    multiprocessing's resource tracker, which then warns of leaked semaphores). Returns
+    whether it did (not off the main thread, where Python cannot set a handler) and the
+    handler it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return False, None
+    return True, signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

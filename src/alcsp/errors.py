@@ -31,3 +31,12 @@ def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
 
 #: Exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 EXIT_INTERRUPTED = 130
+
+#: Exit status of a command stopped by SIGTERM (128 + SIGTERM): ``kill PID``, or a batch
+#: scheduler ending a job (Slurm sends SIGTERM, then SIGKILL after its KillWait).
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread (``alcsp.cli``) and handled as Ctrl-C: the
+    campaign and its workers close, the lock is freed, one line says how to continue."""

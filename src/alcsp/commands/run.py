@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alcsp.campaign.events import Event, Notice, describe
-from alcsp.errors import EXIT_INTERRUPTED, UserError
+from alcsp.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -325,17 +325,18 @@ def run(args: argparse.Namespace) -> int:
                 campaign.config.campaign.name, campaign.config.campaign.max_iterations
             ):
                 hull = campaign.run()
-        except KeyboardInterrupt:  # Ctrl-C: the campaign and its workers close, lock freed
-            interrupted = True
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: campaign and workers close
+            interrupted: KeyboardInterrupt | None = exc
         else:
-            interrupted = False
-    if interrupted:
+            interrupted = None
+    if interrupted is not None:
+        how = "terminated (SIGTERM)" if isinstance(interrupted, Terminated) else "interrupted"
         print(
-            f"alcsp run: interrupted; {directory} keeps everything finished so far: "
+            f"alcsp run: {how}; {directory} keeps everything finished so far: "
             f"continue it with `alcsp run {directory}`",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(interrupted, Terminated) else EXIT_INTERRUPTED
     if hull is None:
         print("no hull: no successful oracle label covers every element")
         return 1
