@@ -159,18 +159,8 @@ def stage_side_by_side(data, model_cfg, train_cfg, members: int, workers: int, r
                 train_models(data, jobs, workers)
             times[way].append((time.perf_counter() - w0, time.process_time() - c0))
     for way, t in times.items():
-        print(
-            json.dumps(
-                {
-                    "run": f"train stage, {members} models, {workers} workers: {way}",
-                    "steps": train_cfg.steps,
-                    "labels": len(data),
-                    "repeats": repeats,
-                    "median_wall_s": round(float(np.median([w for w, _ in t])), 2),
-                    "median_driver_cpu_s": round(float(np.median([c for _, c in t])), 2),
-                }
-            ),
-            flush=True,
+        print_medians(
+            f"train stage, {members} models, {workers} workers: {way}", t, train_cfg, data
         )
 
 
@@ -190,20 +180,22 @@ def single_side_by_side(data, model_cfg, train_cfg, threads: int, repeats: int):
             models[way] = model.state_dict()
     same = all(torch.equal(models["driver"][k], models["worker"][k]) for k in models["driver"])
     for way, t in times.items():
-        print(
-            json.dumps(
-                {
-                    "run": f"one model, {threads} threads: {way}",
-                    "steps": train_cfg.steps,
-                    "labels": len(data),
-                    "repeats": repeats,
-                    "median_wall_s": round(float(np.median([w for w, _ in t])), 2),
-                    "median_driver_cpu_s": round(float(np.median([c for _, c in t])), 2),
-                    "bit_identical": same,
-                }
-            ),
-            flush=True,
+        print_medians(
+            f"one model, {threads} threads: {way}", t, train_cfg, data, bit_identical=same
         )
+
+
+def print_medians(run: str, times: list[tuple[float, float]], train_cfg, data, **extra) -> None:
+    """One JSON line: the medians of the (wall, driver CPU) seconds of the repeats."""
+    row = {
+        "run": run,
+        "steps": train_cfg.steps,
+        "labels": len(data),
+        "repeats": len(times),
+        "median_wall_s": round(float(np.median([w for w, _ in times])), 2),
+        "median_driver_cpu_s": round(float(np.median([c for _, c in times])), 2),
+    }
+    print(json.dumps(row | extra), flush=True)
 
 
 if __name__ == "__main__":

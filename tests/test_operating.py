@@ -141,38 +141,52 @@ def _kill_tagged(tag: str) -> None:
 # ------------------------------------------------------------------ 1. workers die
 
 
-def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
-    """A real ``alcsp run`` (process pool of 2, isolated EMT jobs) SIGKILLed while it
-    labels: within seconds no process it started is left. While it ran, it held the lock
-    (a second run refused naming it, status said running); after the kill the lock is
-    free."""
+def _start_run(
+    tmp_path: Path, tag: str, text: str | None = None, **popen: object
+) -> tuple[subprocess.Popen, Path]:
+    """``alcsp run`` of ``text`` (default CONFIG: process pool of 2, isolated EMT jobs) in
+    its own session, every process of it tagged with ``tag``; the process and the campaign
+    directory."""
     config = tmp_path / "ops.toml"
-    config.write_text(CONFIG.format(oracle="isolate = true", executor="process"))
+    config.write_text(text or CONFIG.format(oracle="isolate = true", executor="process"))
     directory = tmp_path / "c"
-    tag = uuid.uuid4().hex
     proc = subprocess.Popen(
         [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
         env=_env(ALCSP_TEST_TAG=tag),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
+        **popen,  # type: ignore[call-overload]
     )
+    return proc, directory
+
+
+def _until_a_job_runs(proc: subprocess.Popen, seen: dict[int, int], limit: float = 120) -> None:
+    """Wait until an isolated oracle job runs below ``proc``, recording in ``seen`` every
+    process seen below it."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        now = _descendants(proc.pid)
+        seen.update(now)
+        if any("alcsp.oracle._job" in _cmdline(p) for p in now):
+            return
+        time.sleep(0.01)
+    err = proc.stderr.read()[-2000:] if proc.stderr else ""
+    raise AssertionError(f"no oracle job running; exit {proc.poll()}: {err}")
+
+
+def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
+    """A real ``alcsp run`` (process pool of 2, isolated EMT jobs) SIGKILLed while it
+    labels: within seconds no process it started is left. While it ran, it held the lock
+    (a second run refused naming it, status said running); after the kill the lock is
+    free."""
+    tag = uuid.uuid4().hex
+    proc, directory = _start_run(tmp_path, tag)
     seen: dict[int, int] = {}  # every process seen below the driver
 
-    def until_a_job_runs(limit: float = 120.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and proc.poll() is None:
-            now = _descendants(proc.pid)
-            seen.update(now)
-            if any("alcsp.oracle._job" in _cmdline(p) for p in now):
-                return
-            time.sleep(0.01)
-        raise AssertionError(
-            f"no oracle job running; exit {proc.poll()}: {proc.stderr.read()[-2000:]}"
-        )
-
     try:
-        until_a_job_runs()
+        _until_a_job_runs(proc, seen)
         who = holder(directory)
         assert who is not None and who.pid == proc.pid
         capsys.readouterr()
@@ -182,7 +196,9 @@ def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
         assert main(["status", str(directory)]) == 0
         assert f"running (pid {proc.pid} on" in capsys.readouterr().out
 
-        until_a_job_runs()  # kill while a job runs: its worker is busy, the other may idle
+        _until_a_job_runs(
+            proc, seen
+        )  # kill while a job runs: its worker is busy, the other may idle
         workers = [p for p in seen if "multiprocessing" in _cmdline(p)]
         assert len(workers) >= 2, [_cmdline(p) for p in seen]
         os.kill(proc.pid, signal.SIGKILL)
@@ -201,45 +217,40 @@ def test_killing_alcsp_run_kills_its_workers_and_jobs(tmp_path, capsys):
         pass
 
 
-def test_ctrl_c_stops_alcsp_run_in_one_line_and_leaves_nothing_running(tmp_path, capsys):
-    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends it) while
-    isolated jobs run in a process pool: exit 130, one line saying how to continue and no
-    traceback (from the driver or a worker), no process left, the lock free, and status
-    says where the campaign stopped."""
-    config = tmp_path / "ops.toml"
-    config.write_text(CONFIG.format(oracle="isolate = true", executor="process"))
-    directory = tmp_path / "c"
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_alcsp_run_in_one_line_and_leaves_nothing_running(
+    tmp_path, capsys, stop
+):
+    """While isolated jobs run in a process pool, Ctrl-C (SIGINT to the whole foreground
+    process group, as a terminal sends it; exit 130) or SIGTERM to the driver alone (``kill
+    PID``, Slurm's end of a job; exit 143, where the default action left the workers to
+    their death watch and 10 leaked semaphores to the resource tracker): one line saying
+    how to continue, no traceback (from the driver or a worker) nor resource-tracker
+    warning, no process left, the lock free, and status says where the campaign stopped."""
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
-        env=_env(ALCSP_TEST_TAG=tag),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own group: the test's terminal
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a shell
-    )
+    if stop == "ctrl-c":  # its own group (the test's terminal); SIGINT as in a shell
+        proc, directory = _start_run(
+            tmp_path, tag, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
+    else:
+        proc, directory = _start_run(tmp_path, tag)
     seen: dict[int, int] = {}
     try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            now = _descendants(proc.pid)
-            seen.update(now)
-            if any("alcsp.oracle._job" in _cmdline(p) for p in now):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        os.killpg(proc.pid, signal.SIGINT)
+        _until_a_job_runs(proc, seen)
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err[-2000:]
-        assert "Traceback" not in err, err[-3000:]
-        lines = err.strip().splitlines()
-        assert lines[-1] == (
-            f"alcsp run: interrupted; {directory} keeps everything finished so far: "
+        code, how = (130, "interrupted") if stop == "ctrl-c" else (143, "terminated (SIGTERM)")
+        assert proc.returncode == code, err[-2000:]
+        assert "Traceback" not in err and "leaked" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1] == (
+            f"alcsp run: {how}; {directory} keeps everything finished so far: "
             f"continue it with `alcsp run {directory}`"
-        ), lines
+        ), err
         left = _wait_gone(seen, tag)
-        assert not left, f"still alive after Ctrl-C: {left}"
+        assert not left, f"still alive after {stop}: {left}"
     finally:
         proc.kill()
         proc.wait()
@@ -250,55 +261,6 @@ def test_ctrl_c_stops_alcsp_run_in_one_line_and_leaves_nothing_running(tmp_path,
     out = capsys.readouterr().out
     assert "not running" in out and "iteration 0: stopped in initial" in out, out
     assert re.search(r"iteration 0: stopped in initial .*, [1-9]\d* oracle jobs pending", out), out
-
-
-def test_sigterm_stops_alcsp_run_cleanly(tmp_path, capsys):
-    """SIGTERM to the driver alone (``kill PID``; Slurm's end of a job) while isolated jobs
-    run in a process pool: the workers and jobs close as on Ctrl-C, exit 143, one line
-    saying how to continue, no traceback and no resource-tracker warning of leaked
-    semaphores (the default action left 10), nothing left running, the lock free, and
-    status says where the campaign stopped."""
-    config = tmp_path / "ops.toml"
-    config.write_text(CONFIG.format(oracle="isolate = true", executor="process"))
-    directory = tmp_path / "c"
-    tag = uuid.uuid4().hex
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
-        env=_env(ALCSP_TEST_TAG=tag),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    seen: dict[int, int] = {}
-    try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            now = _descendants(proc.pid)
-            seen.update(now)
-            if any("alcsp.oracle._job" in _cmdline(p) for p in now):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read()[-2000:] if proc.stderr else ""
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err[-2000:]
-        assert "Traceback" not in err and "leaked" not in err, err[-3000:]
-        assert err.strip().splitlines()[-1] == (
-            f"alcsp run: terminated (SIGTERM); {directory} keeps everything finished so "
-            f"far: continue it with `alcsp run {directory}`"
-        ), err
-        left = _wait_gone(seen, tag)
-        assert not left, f"still alive after SIGTERM: {left}"
-    finally:
-        proc.kill()
-        proc.wait()
-        _kill_tagged(tag)
-    assert holder(directory) is None
-    capsys.readouterr()
-    assert main(["status", str(directory)]) == 0
-    out = capsys.readouterr().out
-    assert "not running" in out and "iteration 0: stopped in initial" in out, out
 
 
 SLEEPER = '''

@@ -187,13 +187,10 @@ def _jobcomp(job_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
         time.sleep(0.5)
 
 
-def test_a_campaign_on_slurm_equals_the_inline_campaign(slurm, tmp_path, monkeypatch):
-    node = slurm
-    torch.set_num_threads(1)
-    tag = f"alcsp-test-{uuid.uuid4().hex[:8]}"
-    logs = tmp_path / "slurm-logs"
-    logs.mkdir()
-    on_slurm = TINY.replace(
+def on_slurm_jobs(config: str, name: str, logs: Path, tmp_path: Path) -> str:
+    """``config`` (with the inline executor) with Dask workers in two one-core Slurm batch
+    jobs named ``name`` instead, their output files in ``logs``."""
+    on_slurm = config.replace(
         '[executor]\nkind = "inline"',
         f"""[executor]
 kind = "dask"
@@ -205,10 +202,21 @@ jobs = 2
 cores = 1
 memory = "4GB"
 walltime = "00:10:00"
-job_extra_directives = ["--job-name={tag}", "--output={logs}/%j.out"]
+job_extra_directives = ["--job-name={name}", "--output={logs}/%j.out"]
 local_directory = "{tmp_path / "dask-worker-space"}"
 """,
     )
+    assert on_slurm != config
+    return on_slurm
+
+
+def test_a_campaign_on_slurm_equals_the_inline_campaign(slurm, tmp_path, monkeypatch):
+    node = slurm
+    torch.set_num_threads(1)
+    tag = f"alcsp-test-{uuid.uuid4().hex[:8]}"
+    logs = tmp_path / "slurm-logs"
+    logs.mkdir()
+    on_slurm = on_slurm_jobs(TINY, tag, logs, tmp_path)
     assert on_slurm != TINY
 
     submitted = []  # tasks the campaign sent to the Dask executor
@@ -376,41 +384,17 @@ def test_killing_the_driver_ends_its_slurm_jobs_and_workers(slurm, tmp_path):
     jobs end, within dask-jobqueue's ``--death-timeout`` (60 s) plus Slurm's own cleanup; no
     process of the campaign (they all carry the test's tag in their environment, which
     ``sbatch`` exports to the job) is left on the node. Then the campaign resumes."""
-    from test_operating import _env, _tagged
+    from test_operating import _start_run, _tagged
 
     tag = uuid.uuid4().hex
     name = f"alcsp-kill-{tag[:8]}"
     logs = tmp_path / "slurm-logs"
     logs.mkdir()
-    text = TINY.replace("max_iterations = 2", "max_iterations = 3").replace(
-        '[executor]\nkind = "inline"',
-        f"""[executor]
-kind = "dask"
-
-[executor.dask]
-cluster = "slurm"
-queue = "debug"
-jobs = 2
-cores = 1
-memory = "2GB"
-walltime = "00:10:00"
-job_extra_directives = ["--job-name={name}", "--output={logs}/%j.out"]
-local_directory = "{tmp_path / "dask-worker-space"}"
-""",
+    text = on_slurm_jobs(
+        TINY.replace("max_iterations = 2", "max_iterations = 3"), name, logs, tmp_path
     )
-    config = tmp_path / "kill.toml"
-    config.write_text(
-        text.replace('[oracle]\nname = "emt"', '[oracle]\nname = "emt"\nisolate = true')
-    )
-    directory = tmp_path / "c"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alcsp.cli", "run", str(config), "--dir", str(directory), "--quiet"],
-        env=_env(ALCSP_TEST_TAG=tag),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    isolated = text.replace('[oracle]\nname = "emt"', '[oracle]\nname = "emt"\nisolate = true')
+    proc, directory = _start_run(tmp_path, tag, isolated)
 
     def ours() -> list[list[str]]:
         out = subprocess.run(
