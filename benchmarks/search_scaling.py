@@ -6,7 +6,8 @@
 Takes a campaign directory, its model of ``--iteration`` and that iteration's random starts,
 cuts them into shards of ``--chunk`` structures (``alcsp.search.ShardJob``) and relaxes all
 of them with ``ProcessExecutor(n)`` for each n in ``--workers`` (and ``--dask`` for a Dask
-LocalCluster of the largest n), interleaved over ``--repeats``. Prints structures per hour
+LocalCluster of the largest n, ``--slurm PARTITION`` for as many one-core Slurm batch jobs),
+interleaved over ``--repeats``. Prints structures per hour
 (median wall time of the repeats, the pool's start-up included: a fresh pool each run, as a
 campaign iteration would reuse its pool this is a lower bound) and the speed-up over 1
 worker, with the summed CPU time the workers reported.
@@ -45,6 +46,12 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--dask", action="store_true", help="also a Dask LocalCluster")
     ap.add_argument(
+        "--slurm",
+        default="",
+        help="also Dask workers in Slurm batch jobs of this partition, one core each (a "
+        "running cluster: scripts/slurm.sh start)",
+    )
+    ap.add_argument(
         "--times",
         type=int,
         default=1,
@@ -69,6 +76,7 @@ def main() -> None:
     ] * args.times
     counts = [int(w) for w in args.workers.split(",")]
     kinds = [f"process {n}" for n in counts] + ([f"dask {max(counts)}"] if args.dask else [])
+    kinds += [f"slurm {max(counts)}"] if args.slurm else []
     wall: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
@@ -76,8 +84,19 @@ def main() -> None:
             name, n = kind.split()
             if name == "process":
                 ex = ProcessExecutor(int(n))
-            else:
+            elif name == "dask":
                 ex = DaskExecutor(DaskConfig(cluster="local", workers=int(n)))
+            else:  # n one-core batch jobs; their queueing and start-up count
+                slurm = DaskConfig(
+                    cluster="slurm",
+                    queue=args.slurm,
+                    jobs=int(n),
+                    cores=1,
+                    memory="2GB",
+                    walltime="00:30:00",
+                    job_extra_directives=("--output=/tmp/alcsp-search-scaling-%j.out",),
+                )
+                ex = DaskExecutor(slurm)
             with ex:
                 w, c, done = run(ex, jobs)
             wall[kind].append(w)
