@@ -418,6 +418,15 @@ def test_resume_after_kill9_at_chosen_points(tiny, tmp_path):
         assert proc.returncode == (-signal.SIGKILL if kill else 0), proc.stderr[-4000:]
         stages.append(_stage(directory))
         pending.append(summary(directory)["final_pending"])
+        if "final: relaxing" in kill:
+            text = subprocess.run(
+                [sys.executable, "-m", "alcsp.cli", "status", str(directory)],
+                env=_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            ).stdout
+            assert f"final stage stopped: {pending[-1]} oracle relaxations pending" in text, text
     assert stages[:3] == ["iteration 1 label", "iteration 2 search", "iteration 2 done"]
     assert pending[:2] == [0, 0] and pending[2] > 0 and pending[3] == 0  # status shows them
     assert _labels(directory) == _labels(tiny["dir"])

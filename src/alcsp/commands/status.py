@@ -79,8 +79,13 @@ def run(args: argparse.Namespace) -> int:
                 + ", ".join(f"{v} {k}" for k, v in sorted(marks.items()))
             )
     if s["final_pending"]:
-        verb = "in progress" if who is not None else "to continue"
-        print(f"  final stage {verb}: {s['final_pending']} oracle relaxations pending")
+        n = s["final_pending"]
+        print(
+            f"  final stage in progress: {n} oracle relaxations pending"
+            if who is not None
+            else f"  final stage stopped: {n} oracle relaxations pending "
+            f"(continue with `alcsp run {s['directory']}`)"
+        )
     for f in s["failures"]:
         print(
             f"  oracle failures ({f['kind']}): {f['count']}, e.g. structure "
