@@ -6,8 +6,8 @@
 Takes a campaign directory, its model of ``--iteration`` and that iteration's random starts,
 cuts them into shards of ``--chunk`` structures (``alcsp.search.ShardJob``) and relaxes all
 of them with ``ProcessExecutor(n)`` for each n in ``--workers`` (and ``--dask`` for a Dask
-LocalCluster of the largest n, ``--slurm PARTITION`` for as many one-core Slurm batch jobs),
-interleaved over ``--repeats``. Prints structures per hour
+LocalCluster of the largest n, ``--dask-profiler`` for one with Dask's profiler left on in
+its workers, ``--slurm PARTITION`` for as many one-core Slurm batch jobs), interleaved over ``--repeats``. Prints structures per hour
 (median wall time of the repeats, the pool's start-up included: a fresh pool each run, as a
 campaign iteration would reuse its pool this is a lower bound) and the speed-up over 1
 worker, with the summed CPU time the workers reported.
@@ -20,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+from alcsp import execute
 from alcsp.config import parse_config
 from alcsp.execute import DaskConfig, DaskExecutor, ProcessExecutor
 from alcsp.search import ShardJob, relax_shard
@@ -45,6 +46,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--dask", action="store_true", help="also a Dask LocalCluster")
+    ap.add_argument(
+        "--dask-profiler",
+        action="store_true",
+        help="also a Dask LocalCluster with Dask's profiler on in the workers (as alcsp ran "
+        "them before it switched the profiler off)",
+    )
     ap.add_argument(
         "--slurm",
         default="",
@@ -76,7 +83,9 @@ def main() -> None:
     ] * args.times
     counts = [int(w) for w in args.workers.split(",")]
     kinds = [f"process {n}" for n in counts] + ([f"dask {max(counts)}"] if args.dask else [])
+    kinds += [f"dask+profiler {max(counts)}"] if args.dask_profiler else []
     kinds += [f"slurm {max(counts)}"] if args.slurm else []
+    no_profiler = execute.WORKER_DASK_CONFIG
     wall: dict[str, list[float]] = {k: [] for k in kinds}
     cpu: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.repeats):
@@ -84,7 +93,9 @@ def main() -> None:
             name, n = kind.split()
             if name == "process":
                 ex = ProcessExecutor(int(n))
-            elif name == "dask":
+            elif name.startswith("dask"):
+                # the profiler is on unless alcsp's worker config switches it off
+                execute.WORKER_DASK_CONFIG = {} if name == "dask+profiler" else no_profiler
                 ex = DaskExecutor(DaskConfig(cluster="local", workers=int(n)))
             else:  # n one-core batch jobs; their queueing and start-up count
                 slurm = DaskConfig(
@@ -110,7 +121,7 @@ def main() -> None:
     for kind in kinds:
         w = statistics.median(wall[kind])
         print(
-            f"{kind:10s}: wall {w:7.2f} s  {3600 * total / w:9.0f} structures/h  "
+            f"{kind:17s}: wall {w:7.2f} s  {3600 * total / w:9.0f} structures/h  "
             f"x{base / w:.2f}  (worker CPU {statistics.median(cpu[kind]):.2f} s)"
         )
 

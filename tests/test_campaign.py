@@ -27,7 +27,7 @@ from ase.filters import FrechetCellFilter
 from ase.io import read
 from ase.optimize import BFGS
 
-from alcsp.campaign import Campaign, labelled_hull
+from alcsp.campaign import Campaign, labelled_hull, selection, training
 from alcsp.cli import main
 from alcsp.compositions import composition_key
 from alcsp.hull import build_hull
@@ -684,7 +684,7 @@ def test_an_iteration_without_a_converged_terminal_still_ranks_its_compositions(
         )
 
         present = set(keys[rel.status == "converged"]) - {"Au"}
-        ref_keys, ref_h = camp.terminal_references(n, present, model)
+        ref_keys, ref_h = selection.terminal_references(camp.context, n, present, model)
         assert list(ref_keys) == ["Au"]
         assert abs(ref_h[0] - expected) < 1e-9
 
@@ -771,12 +771,12 @@ def test_references_are_labelled_relaxed_and_on_every_hull(tmp_path, one_thread)
         assert sorted(r.parent_id for r in refs) == sorted(names)
         assert all(r.status == "converged" and r.calls == r.steps + 1 for r in refs)
         # relaxed references are labels: in the training set and on the DFT hull
-        train_ids = {a.info["structure_id"] for a in campaign.training_data()}
+        train_ids = {a.info["structure_id"] for a in training.training_data(campaign.context)}
         assert {r.structure_id for r in refs} <= train_ids
         # the Cu terminal is at least as low as relaxed hcp Cu (EMT's Cu ground state)
         hcp = next(r for r in refs if names[r.parent_id] == "hcp Cu")
         (lab,) = store.get_labels([hcp.structure_id], "emt").values()
-        lh = campaign._labelled_hull()
+        lh = campaign.context.labelled_hull()
         cu_best = min(
             float(lh.hull.enthalpy[i])
             for i in range(len(lh.kept))

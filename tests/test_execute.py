@@ -90,6 +90,21 @@ def test_dask_local_cluster_threads():
         check_squares(collect(ex, square_or_fail, list(range(6))))
 
 
+def test_dask_workers_run_without_the_profiler():
+    """alcsp's Dask worker processes switch off Dask's statistical profiler (about 10 % of
+    a single-threaded worker's CPU, docs/benchmarks.md); the driver's own config is not
+    touched."""
+    import dask
+
+    def profiling() -> bool:
+        return bool(dask.config.get("distributed.worker.profile.enabled"))
+
+    with DaskExecutor(DaskConfig(cluster="local", workers=1)) as ex:
+        check_squares(collect(ex, square_or_fail, list(range(6))))
+        assert list(ex.client.run(profiling).values()) == [False]
+    assert profiling()
+
+
 def test_slurm_and_pbs_job_scripts_from_config():
     pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the 'dask' extra")
     cfg = DaskConfig(
@@ -113,6 +128,7 @@ def test_slurm_and_pbs_job_scripts_from_config():
         "#SBATCH --cpus-per-task=4",
         "#SBATCH -t 00:30:00",
         "export OMP_NUM_THREADS=1",
+        "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
         "module load gpaw",
         "--nworkers 4",
         "--nthreads 1",

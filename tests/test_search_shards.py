@@ -102,7 +102,7 @@ def _same(a: list[tuple], b: list[tuple]) -> None:
 def test_one_process_and_two_workers_store_the_same_campaign(tmp_path, capsys, monkeypatch):
     """Inline, and a pool of 2 (search shards on the workers, the model trained in a worker
     process with the driver's threads): the same store."""
-    import alcsp.campaign.loop as loop
+    import alcsp.campaign.training as training
 
     runs = {}
     for kind in ('kind = "inline"', 'kind = "process"\nworkers = 2'):
@@ -114,7 +114,7 @@ def test_one_process_and_two_workers_store_the_same_campaign(tmp_path, capsys, m
             def no_training_here(*args, **kwargs):
                 raise AssertionError("the driver trained a model itself")
 
-            monkeypatch.setattr(loop, "train", no_training_here)
+            monkeypatch.setattr(training, "train_acnn", no_training_here)
         assert main(["run", str(cfg), "--dir", str(d), "--quiet"]) == 0
         runs[kind] = _rows(d)
         with CampaignStore.open(d, readonly=True) as store:
@@ -132,7 +132,7 @@ def test_a_failed_shard_is_recorded_and_shown_and_the_others_are_kept(
     """A shard whose worker fails (here shard 1 of iteration 1 raises, as a worker that
     cannot read the model would): the other shards are stored, the failure is noted with
     its reason and `alcsp status` shows it."""
-    import alcsp.campaign.loop as loop
+    import alcsp.campaign.search as search
     from alcsp.search import relax_shard
 
     def flaky(job):
@@ -140,7 +140,7 @@ def test_a_failed_shard_is_recorded_and_shown_and_the_others_are_kept(
             raise RuntimeError("cannot read the model file (test)")
         return relax_shard(job)
 
-    monkeypatch.setattr(loop, "relax_shard", flaky)
+    monkeypatch.setattr(search, "relax_shard", flaky)
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(TINY.replace("max_iterations = 2", "max_iterations = 1"))
     d = tmp_path / "c"

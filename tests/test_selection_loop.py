@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from alcsp.campaign import Campaign
+from alcsp.campaign import Campaign, selection, stopping, training
 from alcsp.committee import first_crossing
 from alcsp.potential import ACNNPotential, load_model
 from alcsp.relax.runner import relax_structures
@@ -91,7 +91,7 @@ def test_each_trust_frame_is_the_first_frame_past_the_committee_trust_level(loop
     store = loop.store
     frames = store.children("trust_frame")
     assert frames, "the short relaxations must leave some unconverged structures with frames"
-    committee = loop._stored_committee(1)
+    committee = training.stored_committee(loop.context, 1)
     assert committee is not None and committee.size == 2
     model = load_model(store.model_path([m for m in store.models() if m.iteration == 1][-1]))
     starts = sorted(frames)[:4]
@@ -121,7 +121,7 @@ def test_the_iteration_stays_within_its_cap_and_failure_share(loop):
     calls = store.oracle_calls()
     left = 60 - calls["initial"]
     cap = left // 2
-    assert loop.iteration_cap(1) == cap
+    assert loop.context.iteration_cap(1) == cap
     got = store.conn.execute("SELECT l.structure_id FROM labels l WHERE l.iteration = 1").fetchall()
     assert 0 < len(got) <= cap
     failures = set(store.children("trust_frame").values())
@@ -136,7 +136,7 @@ def test_the_iteration_stays_within_its_cap_and_failure_share(loop):
 def test_stop_reason_needs_no_new_label_near_the_hull(loop):
     """The stop rule after iteration 1 agrees with a direct check: has any label of iteration
     1 E_hull within the window on the hull of every label?"""
-    lh = loop._labelled_hull()
+    lh = loop.context.labelled_hull()
     window = loop.config.campaign.stop_window_ev
     near_new = [
         j
@@ -144,11 +144,12 @@ def test_stop_reason_needs_no_new_label_near_the_hull(loop):
         if lh.hull.e_hull[j] <= window + 1e-12 and lh.structures[lh.kept[j]].info["iteration"] == 1
     ]
     elements_only = set(lh.hull.stable_keys) <= {"Cu", "Au"}
-    reason = loop.stop_reason(1)
+    reason = stopping.stop_reason(loop.context, 1)
     if near_new:
         assert reason is None
     elif not elements_only or not loop.reference_names():
-        spread = loop._committee_spread(
+        spread = stopping.committee_spread(
+            loop.context,
             1,
             [
                 lh.structures[lh.kept[j]]
@@ -157,7 +158,7 @@ def test_stop_reason_needs_no_new_label_near_the_hull(loop):
             ],
         )
         assert (reason is None) == (spread is not None and spread >= 0.005)
-    assert loop.stop_reason(0) is None
+    assert stopping.stop_reason(loop.context, 0) is None
     assert loop.store.meta("stop_reason")
 
 
@@ -182,12 +183,12 @@ def test_a_labelled_basin_is_known_under_a_retrained_model(loop):
     with torch.no_grad():
         model.energy_shift += 0.05  # eV/atom: every enthalpy 50 meV/atom higher
     atoms = store.get_atoms([int(rel.structure_id[k]) for k in rows])
-    h_now = loop._model_enthalpies(model, atoms)
+    h_now = selection.model_enthalpies(model, atoms, loop.config.campaign.pressure)
     h_then = np.array([float(rel.enthalpy_per_atom[k]) for k in rows])
     ok = np.isfinite(h_now) & np.isfinite(h_then)
     assert ok.any()
-    known = loop._labelled_basins(labelled, model)
-    stale = loop._labelled_basins(labelled, None)
+    known = selection.labelled_basins(loop.context, labelled, model)
+    stale = selection.labelled_basins(loop.context, labelled, None)
     for j, k in enumerate(rows):
         if not ok[j]:
             continue
@@ -206,21 +207,21 @@ def test_max_e_hull_trains_only_on_labels_near_the_hull_of_the_labels(loop):
 
     from alcsp.hull import build_hull
 
-    everything = loop.training_data()
+    everything = training.training_data(loop.context)
     e0 = [a.get_potential_energy() / len(a) for a in everything]
     hull = build_hull([a.get_chemical_formula() for a in everything], e0, elements=["Au", "Cu"])
     expect = {
         a.info["structure_id"] for a, e in zip(everything, hull.e_hull, strict=True) if e <= 0.3
     }
     assert 0 < len(expect) < len(everything), "the fixture must have labels far above"
-    saved = loop.config
-    try:
-        loop.config = replace(saved, train=replace(saved.train, max_e_hull=0.3))
-        kept = loop.training_data()
-    finally:
-        loop.config = saved
+    capped = replace(loop.config, train=replace(loop.config.train, max_e_hull=0.3))
+    labels = loop.store.training_set("emt")
+    ts = training.training_set(labels, capped)
+    kept = ts.labels
+    assert ts.over_force == len(labels) - len(everything)
+    assert ts.over_hull == len(everything) - len(expect)
     assert {a.info["structure_id"] for a in kept} == expect
-    assert len(loop.training_data()) == len(everything)  # the store keeps them all
+    assert len(training.training_data(loop.context)) == len(everything)  # all kept
 
 
 SHARDED = CONFIG.replace('rule = "committee"', 'rule = "paper"').replace(

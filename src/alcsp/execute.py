@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -66,7 +66,7 @@ class TaskResult(Generic[R]):
 class Executor(Protocol):
     def map_unordered(
         self, fn: Callable[[T], R], items: Sequence[T]
-    ) -> Iterator[TaskResult[R]]: ...
+    ) -> Generator[TaskResult[R], None, None]: ...
 
     def close(self) -> None: ...
 
@@ -163,7 +163,9 @@ def process_worker_init(driver_pid: int, pdeathsig: bool) -> None:
 class InlineExecutor:
     """Runs jobs one after another in this process (debugging, tiny oracles)."""
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T]
+    ) -> Generator[TaskResult[R], None, None]:
         for k, item in enumerate(items):
             try:
                 yield TaskResult(k, fn(item))
@@ -244,7 +246,9 @@ class ProcessExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T]
+    ) -> Generator[TaskResult[R], None, None]:
         todo = list(range(len(items)))[::-1]  # stack of indices not yet sent
         suspects: deque[int] = deque()  # in flight when a worker died: rerun one at a time
         deaths = [0] * len(items)  # times a job's worker died while it ran alone
@@ -368,8 +372,18 @@ class DaskConfig:
             raise ValueError(f"[executor.dask] workers must be >= 1, got {self.workers}")
 
 
+# Dask's statistical profiler samples every worker's task thread 100 times a second (to
+# draw the dashboard's flame graph, which a campaign never shows). With the campaign's
+# single-threaded workers it cost about 10 % more worker CPU on the same relaxations
+# (benchmarks/search_scaling.py, docs/benchmarks.md), so alcsp's own clusters run without it.
+# (a dotted key: the Nanny merges it into the worker's whole config, where a nested dict
+# would replace the whole "distributed" section)
+WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
+NO_PROFILER_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+
+
 def _one_thread_prologue() -> list[str]:
-    return [f"export {v}=1" for v in THREAD_ENV]
+    return [f"export {v}=1" for v in THREAD_ENV] + [f"export {NO_PROFILER_ENV}=False"]
 
 
 def walltime_seconds(walltime: str) -> int | None:
@@ -416,12 +430,16 @@ def make_dask_cluster(cfg: DaskConfig) -> Any:
     if cfg.cluster == "local":
         from distributed import LocalCluster
 
+        # worker processes (a Nanny each) take their config from ``config``; threads in
+        # this process share the driver's config, which is left alone
+        nanny = {"config": WORKER_DASK_CONFIG} if cfg.processes else {}
         return LocalCluster(
             n_workers=cfg.workers,
             threads_per_worker=1,
             processes=cfg.processes,
             dashboard_address=None,
             local_directory=cfg.local_directory or None,
+            **nanny,
         )
     common: dict[str, Any] = dict(
         queue=cfg.queue,
@@ -492,7 +510,9 @@ class DaskExecutor:
                 self._client.register_plugin(plugin())
         return self._client
 
-    def map_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[TaskResult[R]]:
+    def map_unordered(
+        self, fn: Callable[[T], R], items: Sequence[T]
+    ) -> Generator[TaskResult[R], None, None]:
         from distributed import as_completed
 
         client = self.client

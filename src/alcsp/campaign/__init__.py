@@ -1,7 +1,9 @@
-"""The active-learning campaign (paper Fig. 2): ``Campaign`` (``loop``) runs the stages;
-``events`` is what it tells its user; ``final`` chooses, from the DFT hull, what the oracle
-relaxes at the end. The hulls of a stored campaign are ``alcsp.store.hulls`` (re-exported
-here for existing callers).
+"""The active-learning campaign (paper Fig. 2): ``Campaign`` (``loop``) runs the stages,
+each a function of a ``StageContext`` (``context``): ``training``, ``search``,
+``selection``, ``final`` (the oracle's relaxations; its pure choice, ``final_choice``, is
+what the final stage relaxes) and ``stopping``; ``events`` is what it tells its user. The
+hulls of a stored campaign are ``alcsp.store.hulls`` (re-exported here for existing
+callers).
 
 Everything is imported on first use (PEP 562), so that ``alcsp.campaign.events`` can be
 imported by the command line without torch, the model or the oracles.
