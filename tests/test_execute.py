@@ -91,8 +91,8 @@ def test_dask_local_cluster_threads():
 
 
 def test_dask_workers_run_without_the_profiler():
-    """alcsp's Dask worker processes switch off Dask's statistical profiler (about 10 % of
-    a single-threaded worker's CPU, docs/benchmarks.md); the driver's own config is not
+    """alcsp's Dask worker processes switch off Dask's statistical profiler (2-11 % more
+    CPU of a single-threaded worker, docs/benchmarks.md); the driver's own config is not
     touched."""
     import dask
 

@@ -374,7 +374,7 @@ class DaskConfig:
 
 # Dask's statistical profiler samples every worker's task thread 100 times a second (to
 # draw the dashboard's flame graph, which a campaign never shows). With the campaign's
-# single-threaded workers it cost about 10 % more worker CPU on the same relaxations
+# single-threaded workers it cost 2-11 % more worker CPU on the same relaxations
 # (benchmarks/search_scaling.py, docs/benchmarks.md), so alcsp's own clusters run without it.
 # (a dotted key: the Nanny merges it into the worker's whole config, where a nested dict
 # would replace the whole "distributed" section)
