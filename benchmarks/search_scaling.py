@@ -7,10 +7,11 @@ Takes a campaign directory, its model of ``--iteration`` and that iteration's ra
 cuts them into shards of ``--chunk`` structures (``alcsp.search.ShardJob``) and relaxes all
 of them with ``ProcessExecutor(n)`` for each n in ``--workers`` (and ``--dask`` for a Dask
 LocalCluster of the largest n, ``--dask-profiler`` for one with Dask's profiler left on in
-its workers, ``--slurm PARTITION`` for as many one-core Slurm batch jobs), interleaved over ``--repeats``. Prints structures per hour
-(median wall time of the repeats, the pool's start-up included: a fresh pool each run, as a
-campaign iteration would reuse its pool this is a lower bound) and the speed-up over 1
-worker, with the summed CPU time the workers reported.
+its workers, ``--slurm PARTITION`` for as many one-core Slurm batch jobs), interleaved over
+``--repeats``. Prints structures per hour (median wall time of the repeats, the pool's
+start-up included: a fresh pool each run, as a campaign iteration would reuse its pool this
+is a lower bound) and the speed-up over 1 worker, with the summed CPU time the workers
+reported.
 """
 
 from __future__ import annotations
