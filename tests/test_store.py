@@ -237,7 +237,8 @@ def test_reader_sees_committed_state_while_writer_is_busy(store):
     store.add_structures(cells(rng, 2), "random", 0)
     reader = CampaignStore.open(store.directory, readonly=True)
     store.conn.execute("BEGIN IMMEDIATE")
-    store._insert_structures(store.conn, store._structure_rows(cells(rng, 5), "random", 0, None))
+    structures = store.tables.structures
+    structures.insert_rows(store.conn, structures.rows(cells(rng, 5), "random", 0, None))
     t0 = time.perf_counter()
     assert reader.count("structures") == 2  # not blocked, not dirty
     assert time.perf_counter() - t0 < 1.0

@@ -1,8 +1,24 @@
-"""The campaign store: every table of one campaign's database (``alcsp.store.db`` opens it)."""
+"""The campaign store: ``CampaignStore`` opens one campaign's database (``alcsp.store.db``
+connects to it, creates it and migrates it) and is the single entry point to its tables.
+
+Each table's queries live in a repository of their own, reached as ``store.tables.<name>``
+(``Tables``): ``compositions`` (``alcsp.store.compositions``), ``structures``
+(``alcsp.store.structures``), ``relaxations`` (``alcsp.store.relaxations``), ``labels``
+(``alcsp.store.labels``), ``oracle_relaxations`` (``alcsp.store.oracle_relaxations``),
+``models`` (``alcsp.store.models``), ``iterations`` (``alcsp.store.iterations``) and
+``meta`` with the search-shard marks kept there (``alcsp.store.meta``).
+
+The writes that span tables are here, each one transaction (``_tx``) made of the
+repositories' insert helpers: ``add_relaxed``, ``add_generated_shard``,
+``add_oracle_relaxation`` and ``add_labelled_structures``.
+
+The other table methods of ``CampaignStore`` (``add_labels``, ``relaxations``, ``meta``, ...)
+are one-line delegations to the repositories, kept for the existing callers; new code
+should use the repositories (``store.tables.labels.add(...)``).
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -10,25 +26,20 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.data import chemical_symbols
 
-from alcsp.oracle.base import FailureKind, Label, LabelFailure, LabelResult
+from alcsp.oracle.base import Label, LabelResult
+from alcsp.store.compositions import CompositionRepository
 from alcsp.store.db import (
-    _CHUNK,
     _CREATING,
     _SCHEMA,
     _TABLES,
     DB_NAME,
-    ORACLE_RELAX_STAGES,
-    ORIGINS,
-    RELAX_STATUSES,
     SCHEMA_VERSION,
     CampaignDirError,
     DamagedStore,
@@ -41,6 +52,11 @@ from alcsp.store.db import (
     database_error,
     migrate,
 )
+from alcsp.store.iterations import IterationRepository
+from alcsp.store.labels import LabelRepository
+from alcsp.store.meta import MetaRepository
+from alcsp.store.models import ModelRepository
+from alcsp.store.oracle_relaxations import OracleRelaxationRepository
 from alcsp.store.records import (
     IterationRecord,
     LabelCost,
@@ -49,40 +65,46 @@ from alcsp.store.records import (
     RelaxationRecord,
     RelaxationTable,
 )
-from alcsp.vocab import Origin, RelaxStatus, composition_key
+from alcsp.store.relaxations import RelaxationRepository
+from alcsp.store.structures import StructureRepository
+from alcsp.vocab import Origin, RelaxStatus
 
 
-def _formulas(numbers: np.ndarray) -> tuple[str, str]:
-    """(full formula, reduced key) of an atomic-number array."""
-    z, c = np.unique(numbers, return_counts=True)
-    counts = {chemical_symbols[int(a)]: int(b) for a, b in zip(z, c, strict=True)}
-    full = "".join(f"{el}{n if n != 1 else ''}" for el, n in sorted(counts.items()))
-    return full, composition_key(counts)
+@dataclass(frozen=True)
+class Tables:
+    """The repositories of one campaign's tables (``CampaignStore.tables``), all on the
+    store's connection and transaction."""
 
-
-def _as_composition_key(c: Any) -> str:
-    if isinstance(c, Mapping):
-        return composition_key(c)
-    from pymatgen.core import Composition
-
-    comp = Composition(c) if isinstance(c, str) else c
-    return composition_key({str(el): amt for el, amt in comp.items()})
-
-
-#: meta key prefix of a stored generated search shard: "search_shard:<iteration>:<shard>"
-_SHARD_KEY = "search_shard:"
-_SHARD_FAILED_KEY = "search_shard_failed:"  # + "<iteration>:<shard>" -> why it failed
+    compositions: CompositionRepository
+    structures: StructureRepository
+    relaxations: RelaxationRepository
+    labels: LabelRepository
+    oracle_relaxations: OracleRelaxationRepository
+    models: ModelRepository
+    iterations: IterationRepository
+    meta: MetaRepository
 
 
 class CampaignStore:
     """The database of one campaign. Open with ``create`` or ``open``; close when done
-    (or use it as a context manager). One instance per process; not thread-safe."""
+    (or use it as a context manager). One instance per process; not thread-safe.
+    ``tables`` holds the repositories of its tables."""
 
     def __init__(self, directory: Path, conn: sqlite3.Connection, readonly: bool):
         self.directory = directory
         self.conn = conn
         self.readonly = readonly
-        self._formula_cache: dict[bytes, tuple[str, str]] = {}
+        tx = self._tx
+        self.tables = Tables(
+            compositions=CompositionRepository(conn, tx),
+            structures=StructureRepository(conn, tx, directory / DB_NAME),
+            relaxations=RelaxationRepository(conn, tx),
+            labels=LabelRepository(conn, tx),
+            oracle_relaxations=OracleRelaxationRepository(conn, tx),
+            models=ModelRepository(conn, tx, directory),
+            iterations=IterationRepository(conn, tx),
+            meta=MetaRepository(conn, tx),
+        )
 
     # -- opening ----------------------------------------------------------------------
 
@@ -275,7 +297,7 @@ class CampaignStore:
             raise
         self.conn.execute("COMMIT")
 
-    # -- paths and meta ---------------------------------------------------------------
+    # -- paths and integrity ----------------------------------------------------------
 
     @property
     def path(self) -> Path:
@@ -287,22 +309,6 @@ class CampaignStore:
 
     def models_dir(self) -> Path:
         return self.directory / "models"
-
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                "SET value = excluded.value",
-                (key, value),
-            )
-
-    @property
-    def config_text(self) -> str:
-        return self.meta("config") or ""
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: 'ok' or the problems found (also when the
@@ -331,136 +337,6 @@ class CampaignStore:
             "directory from a backup (`sqlite3 campaign.sqlite .recover` may rescue part of it)"
         )
 
-    # -- compositions -----------------------------------------------------------------
-
-    def add_compositions(
-        self, compositions: Iterable[Any], iteration: int = 0, source: str = "rules"
-    ) -> list[int]:
-        """Add compositions (formula strings, pymatgen ``Composition``s or element → count
-        maps); existing ones are kept. Returns their ids in input order."""
-        keys = [_as_composition_key(c) for c in compositions]
-        with self._tx() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO compositions(formula, iteration, source) VALUES (?, ?, ?)",
-                [(k, iteration, source) for k in keys],
-            )
-            ids = dict(c.execute("SELECT formula, id FROM compositions"))
-        return [ids[k] for k in keys]
-
-    def compositions(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT formula FROM compositions ORDER BY id")]
-
-    # -- structures -------------------------------------------------------------------
-
-    def _structure_rows(
-        self,
-        structures: Sequence[Atoms],
-        origin: str,
-        iteration: int,
-        parent_ids: Sequence[int | None] | None,
-    ) -> list[tuple]:
-        if origin not in ORIGINS:
-            raise ValueError(f"origin {origin!r} is not one of {ORIGINS}")
-        if parent_ids is not None and len(parent_ids) != len(structures):
-            raise ValueError(f"{len(parent_ids)} parent ids for {len(structures)} structures")
-        rows = []
-        cache = self._formula_cache
-        for k, a in enumerate(structures):
-            numbers = np.asarray(a.numbers, dtype=np.uint8)
-            nb = numbers.tobytes()
-            names = cache.get(nb)
-            if names is None:
-                names = cache[nb] = _formulas(numbers)
-            pos = np.ascontiguousarray(a.positions, dtype=np.float64)
-            cell = np.ascontiguousarray(a.cell.array, dtype=np.float64)
-            parent = None if parent_ids is None else parent_ids[k]
-            rows.append(
-                (
-                    len(numbers),
-                    names[0],
-                    names[1],
-                    origin,
-                    iteration,
-                    parent,
-                    nb,
-                    pos.tobytes(),
-                    cell.tobytes(),
-                )
-            )
-        return rows
-
-    @staticmethod
-    def _insert_structures(c: sqlite3.Connection, rows: list[tuple]) -> list[int]:
-        # Ids are assigned consecutively inside one transaction (INTEGER PRIMARY KEY
-        # without deletes): read the first and count up.
-        start = c.execute("SELECT COALESCE(MAX(id), 0) FROM structures").fetchone()[0] + 1
-        c.executemany(
-            "INSERT INTO structures(id, n_atoms, formula, composition, origin, iteration, "
-            "parent_id, numbers, positions, cell) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(start + k, *r) for k, r in enumerate(rows)],
-        )
-        return list(range(start, start + len(rows)))
-
-    def add_structures(
-        self,
-        structures: Sequence[Atoms],
-        origin: str,
-        iteration: int,
-        parent_ids: Sequence[int | None] | None = None,
-    ) -> list[int]:
-        """Store structures in one transaction; return their ids in input order."""
-        rows = self._structure_rows(structures, origin, iteration, parent_ids)
-        with self._tx() as c:
-            return self._insert_structures(c, rows)
-
-    def get_atoms(self, ids: Sequence[int]) -> list[Atoms]:
-        """The structures ``ids`` as ASE ``Atoms`` (fully periodic), in the order given.
-        ``atoms.info`` holds ``structure_id``, ``origin`` and ``iteration``."""
-        ids = [int(i) for i in ids]
-        found: dict[int, Atoms] = {}
-        for s in range(0, len(ids), _CHUNK):
-            chunk = ids[s : s + _CHUNK]
-            q = (
-                "SELECT id, n_atoms, numbers, positions, cell, origin, iteration "
-                f"FROM structures WHERE id IN ({','.join('?' * len(chunk))})"
-            )
-            for sid, n, nb, pb, cb, origin, it in self.conn.execute(q, chunk):
-                a = Atoms(
-                    numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
-                    positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
-                    cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3),
-                    pbc=True,
-                )
-                a.info.update(structure_id=sid, origin=origin, iteration=it)
-                found[sid] = a
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise KeyError(f"no structures with ids {missing[:10]} in {self.path}")
-        out, seen = [], set()
-        for i in ids:  # a repeated id gets its own copy
-            out.append(found[i].copy() if i in seen else found[i])
-            seen.add(i)
-        return out
-
-    def structure_ids(
-        self,
-        origin: str | None = None,
-        iteration: int | None = None,
-        composition: str | None = None,
-    ) -> list[int]:
-        """Ids of structures matching all the filters given, in id order."""
-        where, args = [], []
-        for col, val in (
-            ("origin", origin),
-            ("iteration", iteration),
-            ("composition", composition),
-        ):
-            if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
-        q = "SELECT id FROM structures" + (" WHERE " + " AND ".join(where) if where else "")
-        return [r[0] for r in self.conn.execute(q + " ORDER BY id", args)]
-
     def count(self, table: str) -> int:
         if table not in (
             "compositions",
@@ -474,88 +350,7 @@ class CampaignStore:
             raise ValueError(f"unknown table {table!r}")
         return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
-    # -- oracle relaxations -----------------------------------------------------------
-
-    def add_oracle_relaxation(
-        self,
-        parent_id: int,
-        stage: str,
-        round_: int,
-        status: str,
-        steps: int,
-        calls: int,
-        wall_time: float,
-        reason: str = "",
-        relaxed: Atoms | None = None,
-        label: Label | None = None,
-    ) -> int | None:
-        """Record one oracle relaxation of ``parent_id``: its final geometry (a new
-        structure of origin ``oracle_relaxed``), the label there and the cost, in one
-        transaction. Returns the new structure's id (None for a failed relaxation)."""
-        if stage not in ORACLE_RELAX_STAGES:
-            raise ValueError(f"stage {stage!r} is not one of {ORACLE_RELAX_STAGES}")
-        with self._tx() as c:
-            sid = None
-            if relaxed is not None:
-                rows = self._structure_rows([relaxed], Origin.ORACLE_RELAXED, -1, [parent_id])
-                (sid,) = self._insert_structures(c, rows)
-                if label is not None:
-                    self._insert_labels(c, self._label_rows([(sid, label)], -1))
-            c.execute(
-                "INSERT INTO oracle_relaxations(parent_id, structure_id, stage, round, status, "
-                "steps, calls, wall_time, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(parent_id, stage) DO NOTHING",
-                (
-                    int(parent_id),
-                    sid,
-                    stage,
-                    int(round_),
-                    status,
-                    int(steps),
-                    int(calls),
-                    float(wall_time),
-                    reason,
-                ),
-            )
-        return sid
-
-    def oracle_relaxations(self, stage: str | None = None) -> list[OracleRelaxationRecord]:
-        q = (
-            "SELECT parent_id, structure_id, stage, round, status, steps, calls, wall_time, "
-            "reason FROM oracle_relaxations"
-        )
-        args: tuple = ()
-        if stage is not None:
-            q += " WHERE stage = ?"
-            args = (stage,)
-        return [OracleRelaxationRecord(*r) for r in self.conn.execute(q + " ORDER BY id", args)]
-
-    def oracle_calls(self) -> dict[str, int]:
-        """Oracle evaluations spent per stage: ``initial`` (iteration 0's single points),
-        ``iteration <n>``, and each oracle-relaxation stage (its steps, the label at the
-        end included). Labels a relaxation wrote are counted by the relaxation only."""
-        out: dict[str, int] = {}
-        q = (
-            "SELECT iteration, COUNT(*) FROM labels WHERE iteration >= 0 "
-            "GROUP BY iteration ORDER BY iteration"
-        )
-        for it, n in self.conn.execute(q):
-            out["initial" if it == 0 else f"iteration {it}"] = int(n)
-        q = "SELECT stage, SUM(calls) FROM oracle_relaxations GROUP BY stage"
-        for stage, n in self.conn.execute(q):
-            out[stage] = int(n or 0)
-        # Single points of relaxed geometries a kill left without a label (iteration -1,
-        # not written by a relaxation).
-        q = (
-            "SELECT COUNT(*) FROM labels l WHERE l.iteration < 0 AND NOT EXISTS (SELECT 1 "
-            "FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)"
-        )
-        extra = int(self.conn.execute(q).fetchone()[0])
-        if extra:
-            out["final"] = out.get("final", 0) + extra
-        return out
-
-    # -- relaxations ------------------------------------------------------------------
+    # -- writes across tables (each one transaction) ----------------------------------
 
     def add_relaxed(
         self,
@@ -565,7 +360,8 @@ class CampaignStore:
         method: str = "acnn",
         origin: str = Origin.RELAXED,
     ) -> list[int | None]:
-        """Store relaxed geometries and their relaxation records in one transaction.
+        """Store relaxed geometries (``structures``) and their relaxation records
+        (``relaxations``) in one transaction.
 
         Idempotent by (initial structure, method): a record whose ``initial_id`` already
         has a relaxation by ``method`` is skipped (its id is returned as None), so a batch
@@ -586,61 +382,24 @@ class CampaignStore:
         """``add_relaxed`` inside the caller's transaction ``c``."""
         if len(final_structures) != len(records):
             raise ValueError(f"{len(final_structures)} structures for {len(records)} records")
-        for r in records:
-            if r.status not in RELAX_STATUSES:
-                raise ValueError(f"relaxation status {r.status!r} is not one of {RELAX_STATUSES}")
+        structures, relaxations = self.tables.structures, self.tables.relaxations
+        relaxations.check(records)
         parents = [r.initial_id for r in records]
-        rows = self._structure_rows(final_structures, origin, iteration, parents)
-        initial = [p for p in parents if p is not None]
-        done: set[int] = set()
-        for s in range(0, len(initial), _CHUNK):
-            chunk = initial[s : s + _CHUNK]
-            done.update(
-                r[0]
-                for r in c.execute(
-                    "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IN "
-                    f"({','.join('?' * len(chunk))})",
-                    [method, *chunk],
-                )
-            )
+        rows = structures.rows(final_structures, origin, iteration, parents)
+        done = relaxations.relaxed_among(c, method, [p for p in parents if p is not None])
         keep = [k for k, p in enumerate(parents) if p is None or p not in done]
-        sids = self._insert_structures(c, [rows[k] for k in keep])
-        start = c.execute("SELECT COALESCE(MAX(id), 0) FROM relaxations").fetchone()[0] + 1
-        rel_rows = []
-        for j, (k, sid) in enumerate(zip(keep, sids, strict=True)):
-            r = records[k]
-            fp = (
-                None
-                if r.fingerprint is None
-                else np.ascontiguousarray(r.fingerprint, dtype=np.float32).tobytes()
-            )
-            rel_rows.append(
-                (
-                    start + j,
-                    sid,
-                    r.initial_id,
-                    method,
-                    rows[k][2],
-                    r.status,
-                    r.reason or None,
-                    float(r.energy),
-                    float(r.enthalpy_per_atom),
-                    float(r.volume),
-                    int(r.steps),
-                    float(r.pressure),
-                    iteration,
-                    fp,
-                )
-            )
-        c.executemany(
-            "INSERT INTO relaxations(id, structure_id, initial_id, method, composition, "
-            "status, reason, energy, enthalpy_per_atom, volume, steps, pressure, iteration, "
-            "fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rel_rows,
+        sids = structures.insert_rows(c, [rows[k] for k in keep])
+        rids = relaxations.insert_rows(
+            c,
+            sids,
+            [records[k] for k in keep],
+            [rows[k].composition for k in keep],
+            iteration,
+            method,
         )
         out: list[int | None] = [None] * len(records)
-        for j, k in enumerate(keep):
-            out[k] = start + j
+        for k, rid in zip(keep, rids, strict=True):
+            out[k] = rid
         return out
 
     def add_generated_shard(
@@ -655,65 +414,141 @@ class CampaignStore:
         """Store one search shard whose random structures a worker generated, in one
         transaction: the ``starts`` (origin random), their relaxations (``records[k]`` and
         ``final_structures[k]`` belong to ``starts[k]``; ``initial_id`` is set here), the
-        trust frames as (index into starts, frame) and the mark that shard ``shard`` of
-        ``iteration`` is done. Idempotent: a shard already marked adds nothing (returns
-        []). Returns the ids of the starts."""
+        trust frames as (index into starts, frame) and the mark in ``meta`` that shard
+        ``shard`` of ``iteration`` is done. Idempotent: a shard already marked adds nothing
+        (returns []). Returns the ids of the starts."""
         if not len(starts) == len(final_structures) == len(records):
             raise ValueError(
                 f"shard {shard}: {len(starts)} starts, {len(final_structures)} relaxed "
                 f"structures and {len(records)} records must be as many"
             )
-        key = f"{_SHARD_KEY}{iteration}:{shard}"
-        rows = self._structure_rows(starts, Origin.RANDOM, iteration, None)
+        structures, meta = self.tables.structures, self.tables.meta
+        rows = structures.rows(starts, Origin.RANDOM, iteration, None)
         with self._tx() as c:
-            if c.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone():
+            if meta.shard_stored(c, iteration, shard):
                 return []
-            ids = self._insert_structures(c, rows)
+            ids = structures.insert_rows(c, rows)
             with_ids = [replace(r, initial_id=i) for r, i in zip(records, ids, strict=True)]
             self._insert_relaxed(c, final_structures, with_ids, iteration, "acnn", Origin.RELAXED)
             if trust_frames:
-                frame_rows = self._structure_rows(
+                frame_rows = structures.rows(
                     [f for _, f in trust_frames],
                     Origin.TRUST_FRAME,
                     iteration,
                     [ids[k] for k, _ in trust_frames],
                 )
-                self._insert_structures(c, frame_rows)
-            c.execute("INSERT INTO meta(key, value) VALUES (?, ?)", (key, str(len(ids))))
-            c.execute(
-                "DELETE FROM meta WHERE key = ?", (f"{_SHARD_FAILED_KEY}{iteration}:g{shard}",)
-            )
+                structures.insert_rows(c, frame_rows)
+            meta.mark_shard_stored(c, iteration, shard, len(ids))
         return ids
 
+    def add_oracle_relaxation(
+        self,
+        parent_id: int,
+        stage: str,
+        round_: int,
+        status: str,
+        steps: int,
+        calls: int,
+        wall_time: float,
+        reason: str = "",
+        relaxed: Atoms | None = None,
+        label: Label | None = None,
+    ) -> int | None:
+        """Record one oracle relaxation of ``parent_id``: its final geometry (a new
+        structure of origin ``oracle_relaxed``), the label there and the cost, in one
+        transaction. Returns the new structure's id (None for a failed relaxation)."""
+        t = self.tables
+        t.oracle_relaxations.check_stage(stage)
+        with self._tx() as c:
+            sid = None
+            if relaxed is not None:
+                rows = t.structures.rows([relaxed], Origin.ORACLE_RELAXED, -1, [parent_id])
+                (sid,) = t.structures.insert_rows(c, rows)
+                if label is not None:
+                    t.labels.insert_rows(c, t.labels.rows([(sid, label)], -1))
+            t.oracle_relaxations.insert_row(
+                c, parent_id, sid, stage, round_, status, steps, calls, wall_time, reason
+            )
+        return sid
+
+    def add_labelled_structures(
+        self, structures: Sequence[Atoms], labels: Sequence[Label], origin: str, iteration: int
+    ) -> list[int]:
+        """Store ``structures`` with ``labels[k]`` the label of ``structures[k]``
+        (``alcsp.store.exchange.import_extxyz``): structures and labels together, or
+        nothing. Returns the new structure ids."""
+        t = self.tables
+        rows = t.structures.rows(structures, origin, iteration, None)
+        with self._tx() as c:
+            ids = t.structures.insert_rows(c, rows)
+            t.labels.insert_rows(c, t.labels.rows(list(zip(ids, labels, strict=True)), iteration))
+        return ids
+
+    # -- delegations to the repositories (new code: use ``tables``) -------------------
+
+    # meta and search shards (alcsp.store.meta)
+
+    def meta(self, key: str) -> str | None:
+        return self.tables.meta.value(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.tables.meta.set_value(key, value)
+
+    @property
+    def config_text(self) -> str:
+        return self.tables.meta.value("config") or ""
+
     def record_shard_failure(self, iteration: int, shard: str, reason: str) -> None:
-        """Note that search shard ``shard`` (``g<k>``: generated shard k; ``s<id>``: the
-        stored starts from structure ``id``) of ``iteration`` failed, and why; cleared when
-        it is stored (``clear_shard_failure``), shown by ``alcsp status``."""
-        self.set_meta(f"{_SHARD_FAILED_KEY}{iteration}:{shard}", reason)
+        self.tables.meta.record_shard_failure(iteration, shard, reason)
 
     def clear_shard_failure(self, iteration: int, shard: str) -> None:
-        with self._tx() as c:
-            c.execute(
-                "DELETE FROM meta WHERE key = ?", (f"{_SHARD_FAILED_KEY}{iteration}:{shard}",)
-            )
+        self.tables.meta.clear_shard_failure(iteration, shard)
 
     def shard_failures(self, iteration: int) -> dict[str, str]:
-        """Search shards of ``iteration`` that failed and were not stored since: shard ->
-        reason."""
-        prefix = f"{_SHARD_FAILED_KEY}{iteration}:"
-        q = "SELECT key, value FROM meta WHERE key >= ? AND key < ?"
-        return {k[len(prefix) :]: v for k, v in self.conn.execute(q, (prefix, prefix + "\uffff"))}
+        return self.tables.meta.shard_failures(iteration)
 
     def generated_shards(self, iteration: int) -> set[int]:
-        """The search shards of ``iteration`` whose generated structures are stored."""
-        prefix = f"{_SHARD_KEY}{iteration}:"
-        q = "SELECT key FROM meta WHERE key >= ? AND key < ?"
-        return {int(k[len(prefix) :]) for (k,) in self.conn.execute(q, (prefix, prefix + "\uffff"))}
+        return self.tables.meta.generated_shards(iteration)
+
+    # compositions (alcsp.store.compositions)
+
+    def add_compositions(
+        self, compositions: Iterable[Any], iteration: int = 0, source: str = "rules"
+    ) -> list[int]:
+        return self.tables.compositions.add(compositions, iteration, source)
+
+    def compositions(self) -> list[str]:
+        return self.tables.compositions.formulas()
+
+    # structures (alcsp.store.structures)
+
+    def add_structures(
+        self,
+        structures: Sequence[Atoms],
+        origin: str,
+        iteration: int,
+        parent_ids: Sequence[int | None] | None = None,
+    ) -> list[int]:
+        return self.tables.structures.add(structures, origin, iteration, parent_ids)
+
+    def get_atoms(self, ids: Sequence[int]) -> list[Atoms]:
+        return self.tables.structures.get_atoms(ids)
+
+    def structure_ids(
+        self,
+        origin: str | None = None,
+        iteration: int | None = None,
+        composition: str | None = None,
+    ) -> list[int]:
+        return self.tables.structures.ids(origin, iteration, composition)
+
+    def children(self, origin: str) -> dict[int, int]:
+        return self.tables.structures.children(origin)
+
+    # relaxations (alcsp.store.relaxations)
 
     def relaxed_initial_ids(self, method: str = "acnn") -> set[int]:
-        """Initial structures that already have a relaxation by ``method`` (to resume)."""
-        q = "SELECT initial_id FROM relaxations WHERE method = ? AND initial_id IS NOT NULL"
-        return {r[0] for r in self.conn.execute(q, (method,))}
+        return self.tables.relaxations.initial_ids(method)
 
     def relaxations(
         self,
@@ -722,337 +557,84 @@ class CampaignStore:
         composition: str | None = None,
         method: str | None = None,
     ) -> RelaxationTable:
-        """The relaxations matching all the filters given, ordered by id."""
-        where, args = [], []
-        for col, val in (
-            ("iteration", iteration),
-            ("status", status),
-            ("composition", composition),
-            ("method", method),
-        ):
-            if val is not None:
-                where.append(f"{col} = ?")
-                args.append(val)
-        q = f"SELECT {', '.join(RelaxationTable.columns())} FROM relaxations"
-        q += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        return RelaxationTable.from_rows(self.conn.execute(q, args).fetchall())
-
-    def children(self, origin: str) -> dict[int, int]:
-        """parent id -> id of its (latest) child structure of ``origin``."""
-        q = (
-            "SELECT parent_id, MAX(id) FROM structures WHERE origin = ? AND parent_id IS NOT NULL "
-            "GROUP BY parent_id"
-        )
-        return {int(p): int(c) for p, c in self.conn.execute(q, (origin,))}
-
-    def label_counts(self, iteration: int, oracle: str | None = None) -> tuple[int, int]:
-        """(successful, failed) labels recorded in ``iteration``."""
-        q = (
-            "SELECT COALESCE(SUM(ok), 0), COUNT(*) - COALESCE(SUM(ok), 0) FROM labels "
-            "WHERE iteration = ?"
-        )
-        args: list[Any] = [iteration]
-        if oracle is not None:
-            q += " AND oracle = ?"
-            args.append(oracle)
-        ok, failed = self.conn.execute(q, args).fetchone()
-        return int(ok), int(failed)
+        return self.tables.relaxations.select(iteration, status, composition, method)
 
     def relaxed_volumes_per_atom(
         self, method: str = "acnn", status: str = RelaxStatus.CONVERGED
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(composition keys [R], final volume per atom [R] Å³) of the relaxations by
-        ``method`` with ``status`` (the generator's volume hints)."""
-        rows = self.conn.execute(
-            "SELECT r.composition, r.volume / s.n_atoms FROM relaxations r JOIN structures s "
-            "ON s.id = r.structure_id WHERE r.method = ? AND r.status = ? ORDER BY r.id",
-            (method, status),
-        ).fetchall()
-        return (
-            np.array([r[0] for r in rows], dtype=object),
-            np.array([r[1] for r in rows], dtype=float),
-        )
+        return self.tables.relaxations.volumes_per_atom(method, status)
 
     def fingerprints(self, relaxation_ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Stored fingerprints (float32 [d]) of the given relaxations that have one."""
-        ids = [int(i) for i in relaxation_ids]
-        out = {}
-        for s in range(0, len(ids), _CHUNK):
-            chunk = ids[s : s + _CHUNK]
-            q = (
-                "SELECT id, fingerprint FROM relaxations WHERE fingerprint IS NOT NULL AND "
-                f"id IN ({','.join('?' * len(chunk))})"
-            )
-            for rid, fb in self.conn.execute(q, chunk):
-                out[rid] = np.frombuffer(fb, dtype=np.float32)
-        return out
+        return self.tables.relaxations.fingerprints(relaxation_ids)
 
     def set_e_hull(self, relaxation_ids: Sequence[int], e_hull: Sequence[float]) -> None:
-        """Record E_hull (eV/atom) of relaxations, in one transaction."""
-        if len(relaxation_ids) != len(e_hull):
-            raise ValueError(f"{len(relaxation_ids)} ids for {len(e_hull)} E_hull values")
-        with self._tx() as c:
-            c.executemany(
-                "UPDATE relaxations SET e_hull = ? WHERE id = ?",
-                [(float(e), int(i)) for i, e in zip(relaxation_ids, e_hull, strict=True)],
-            )
+        self.tables.relaxations.set_e_hull(relaxation_ids, e_hull)
 
-    # -- labels -----------------------------------------------------------------------
+    # oracle relaxations and oracle cost (alcsp.store.oracle_relaxations)
 
-    def add_labels(self, results: Sequence[tuple[int, LabelResult]], iteration: int) -> None:
-        """Record oracle outcomes ``(structure_id, Label | LabelFailure)`` in one
-        transaction. Never duplicates: a success is kept as is, a failure is replaced only
-        by a later success."""
-        rows = self._label_rows(results, iteration)
-        with self._tx() as c:
-            self._insert_labels(c, rows)
+    def oracle_relaxations(self, stage: str | None = None) -> list[OracleRelaxationRecord]:
+        return self.tables.oracle_relaxations.select(stage)
 
-    @staticmethod
-    def _label_rows(results: Sequence[tuple[int, LabelResult]], iteration: int) -> list[tuple]:
-        now = time.time()
-        rows: list[tuple] = []
-        for sid, r in results:
-            if isinstance(r, Label):
-                stress = np.ascontiguousarray(r.stress, dtype=np.float64)
-                # An all-NaN stress means "not computed" (imported data): stored as NULL.
-                sb = None if np.isnan(stress).all() else stress.tobytes()
-                rows.append(
-                    (
-                        int(sid),
-                        r.oracle,
-                        1,
-                        float(r.energy),
-                        np.ascontiguousarray(r.forces, dtype=np.float64).tobytes(),
-                        sb,
-                        None if r.energy_zero is None else float(r.energy_zero),
-                        None,
-                        None,
-                        r.wall_time,
-                        r.attempts,
-                        iteration,
-                        now,
-                    )
-                )
-            elif isinstance(r, LabelFailure):
-                rows.append(
-                    (
-                        int(sid),
-                        r.oracle,
-                        0,
-                        None,
-                        None,
-                        None,
-                        None,
-                        FailureKind(r.kind).value,
-                        r.reason,
-                        r.wall_time,
-                        r.attempts,
-                        iteration,
-                        now,
-                    )
-                )
-            else:
-                raise TypeError(f"expected Label or LabelFailure, got {type(r).__name__}")
-        return rows
-
-    @staticmethod
-    def _insert_labels(c: sqlite3.Connection, rows: list[tuple]) -> None:
-        c.executemany(
-            "INSERT INTO labels(structure_id, oracle, ok, energy, forces, stress, energy_zero, "
-            "failure_kind, failure_reason, wall_time, attempts, iteration, created) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(structure_id, oracle) DO UPDATE SET ok = excluded.ok, "
-            "energy = excluded.energy, forces = excluded.forces, stress = excluded.stress, "
-            "energy_zero = excluded.energy_zero, "
-            "failure_kind = excluded.failure_kind, failure_reason = excluded.failure_reason, "
-            "wall_time = excluded.wall_time, attempts = excluded.attempts, "
-            "iteration = excluded.iteration, created = excluded.created "
-            "WHERE labels.ok = 0 AND excluded.ok = 1",
-            rows,
-        )
-
-    def labelled_ids(self, oracle: str, include_failures: bool = True) -> set[int]:
-        """Structures with an outcome from ``oracle`` (successes, and failures unless told
-        otherwise)."""
-        q = "SELECT structure_id FROM labels WHERE oracle = ?" + (
-            "" if include_failures else " AND ok = 1"
-        )
-        return {r[0] for r in self.conn.execute(q, (oracle,))}
-
-    def get_labels(self, structure_ids: Sequence[int], oracle: str) -> dict[int, LabelResult]:
-        """Outcomes of ``oracle`` for the given structures that have one."""
-        ids = [int(i) for i in structure_ids]
-        out: dict[int, LabelResult] = {}
-        for s in range(0, len(ids), _CHUNK):
-            chunk = ids[s : s + _CHUNK]
-            q = (
-                "SELECT l.structure_id, s.n_atoms, l.ok, l.energy, l.forces, l.stress, "
-                "l.failure_kind, l.failure_reason, l.wall_time, l.attempts, l.energy_zero "
-                "FROM labels l "
-                "JOIN structures s ON s.id = l.structure_id WHERE l.oracle = ? AND "
-                f"l.structure_id IN ({','.join('?' * len(chunk))})"
-            )
-            for sid, n, ok, e, fb, sb, kind, reason, wt, att, e0 in self.conn.execute(
-                q, [oracle, *chunk]
-            ):
-                if ok:
-                    stress = (
-                        np.full((3, 3), np.nan)
-                        if sb is None
-                        else np.frombuffer(sb, dtype=np.float64).reshape(3, 3)
-                    )
-                    out[sid] = Label(
-                        e,
-                        np.frombuffer(fb, dtype=np.float64).reshape(n, 3),
-                        stress,
-                        oracle,
-                        wt or 0.0,
-                        att or 1,
-                        energy_zero=e0,
-                    )
-                else:
-                    out[sid] = LabelFailure(FailureKind(kind), reason, oracle, wt or 0.0, att or 1)
-        return out
-
-    def labelled_before(self, oracle: str, iteration: int) -> set[int]:
-        """Structures with an outcome from ``oracle`` recorded before ``iteration`` (the
-        final stage's labels, iteration -1, included)."""
-        q = "SELECT structure_id FROM labels WHERE oracle = ? AND iteration < ?"
-        return {r[0] for r in self.conn.execute(q, (oracle, iteration))}
-
-    def label_totals(self) -> tuple[int, int]:
-        """(successful, failed) outcomes of every oracle, all iterations."""
-        ok, n = self.conn.execute("SELECT COALESCE(SUM(ok), 0), COUNT(*) FROM labels").fetchone()
-        return int(ok), int(n) - int(ok)
-
-    def oracles(self) -> list[str]:
-        """The oracles with at least one successful label, by name."""
-        q = "SELECT DISTINCT oracle FROM labels WHERE ok = 1 ORDER BY oracle"
-        return [r[0] for r in self.conn.execute(q)]
-
-    def label_cost(self) -> list[LabelCost]:
-        """Oracle single points per iteration (the final stage's as iteration -1)."""
-        q = (
-            "SELECT iteration, COUNT(*), COALESCE(SUM(ok), 0), COALESCE(SUM(wall_time), 0) "
-            "FROM labels GROUP BY iteration ORDER BY iteration"
-        )
-        return [
-            LabelCost(int(i), int(n), int(ok), float(t)) for i, n, ok, t in self.conn.execute(q)
-        ]
+    def oracle_calls(self) -> dict[str, int]:
+        return self.tables.oracle_relaxations.calls()
 
     def oracle_wall_time(self) -> tuple[float, dict[str, float]]:
-        """Seconds of oracle work: single points (iterations >= 0, and relaxed geometries
-        a kill left without their relaxation's label), and per oracle-relaxation stage."""
-        q = "SELECT COALESCE(SUM(wall_time), 0) FROM labels WHERE iteration >= 0"
-        labels = float(self.conn.execute(q).fetchone()[0])
-        q = (
-            "SELECT COALESCE(SUM(l.wall_time), 0) FROM labels l WHERE l.iteration < 0 AND NOT "
-            "EXISTS (SELECT 1 FROM oracle_relaxations r WHERE r.structure_id = l.structure_id)"
-        )
-        labels += float(self.conn.execute(q).fetchone()[0])
-        q = "SELECT stage, SUM(wall_time) FROM oracle_relaxations GROUP BY stage"
-        return labels, {str(k): float(v or 0.0) for k, v in self.conn.execute(q)}
+        return self.tables.oracle_relaxations.wall_time()
+
+    # labels (alcsp.store.labels)
+
+    def add_labels(self, results: Sequence[tuple[int, LabelResult]], iteration: int) -> None:
+        self.tables.labels.add(results, iteration)
+
+    def labelled_ids(self, oracle: str, include_failures: bool = True) -> set[int]:
+        return self.tables.labels.labelled_ids(oracle, include_failures)
+
+    def get_labels(self, structure_ids: Sequence[int], oracle: str) -> dict[int, LabelResult]:
+        return self.tables.labels.get(structure_ids, oracle)
+
+    def labelled_before(self, oracle: str, iteration: int) -> set[int]:
+        return self.tables.labels.labelled_before(oracle, iteration)
+
+    def label_totals(self) -> tuple[int, int]:
+        return self.tables.labels.totals()
+
+    def label_counts(self, iteration: int, oracle: str | None = None) -> tuple[int, int]:
+        return self.tables.labels.counts(iteration, oracle)
+
+    def oracles(self) -> list[str]:
+        return self.tables.labels.oracles()
+
+    def label_cost(self) -> list[LabelCost]:
+        return self.tables.labels.cost()
 
     def failures(self, oracle: str | None = None) -> list[tuple[int, str, str, str]]:
-        """Recorded failures as (structure_id, oracle, kind, reason)."""
-        q = "SELECT structure_id, oracle, failure_kind, failure_reason FROM labels WHERE ok = 0"
-        args: tuple = ()
-        if oracle is not None:
-            q += " AND oracle = ?"
-            args = (oracle,)
-        return [tuple(r) for r in self.conn.execute(q + " ORDER BY id", args)]
+        return self.tables.labels.failures(oracle)
 
     def training_set(
         self, oracle: str | None = None, max_iteration: int | None = None
     ) -> list[Atoms]:
-        """Successfully labelled structures as ``Atoms`` with a ``SinglePointCalculator``
-        in ASE's vocabulary: ``free_energy`` the force-consistent F (what training uses,
-        ``get_potential_energy(force_consistent=True)``), ``energy`` the zero-smearing E0
-        (what hulls use, ``get_potential_energy()``), forces eV/Å, stress eV/Å³ when known.
-        Failures and reference phases are never included. ``atoms.info``: structure_id,
-        oracle, iteration, origin."""
-        q = (
-            "SELECT s.id, s.n_atoms, s.numbers, s.positions, s.cell, s.origin, l.oracle, "
-            "l.iteration, l.energy, l.forces, l.stress, l.energy_zero FROM labels l "
-            "JOIN structures s "
-            "ON s.id = l.structure_id WHERE l.ok = 1 AND s.origin != 'reference'"
-        )
-        args: list[Any] = []
-        if oracle is not None:
-            q += " AND l.oracle = ?"
-            args.append(oracle)
-        if max_iteration is not None:
-            q += " AND l.iteration <= ?"
-            args.append(max_iteration)
-        out = []
-        for sid, n, nb, pb, cb, origin, orc, it, e, fb, sb, e0 in self.conn.execute(
-            q + " ORDER BY l.id", args
-        ):
-            a = Atoms(
-                numbers=np.frombuffer(nb, dtype=np.uint8).astype(int),
-                positions=np.frombuffer(pb, dtype=np.float64).reshape(n, 3),
-                cell=np.frombuffer(cb, dtype=np.float64).reshape(3, 3),
-                pbc=True,
-            )
-            results: dict[str, Any] = {
-                "energy": e if e0 is None else e0,
-                "free_energy": e,
-                "forces": np.frombuffer(fb, dtype=np.float64).reshape(n, 3).copy(),
-            }
-            if sb is not None:
-                results["stress"] = np.frombuffer(sb, dtype=np.float64).reshape(3, 3).copy()
-            a.calc = SinglePointCalculator(a, **results)
-            a.info.update(structure_id=sid, oracle=orc, iteration=it, origin=origin)
-            out.append(a)
-        return out
+        return self.tables.labels.training_set(oracle, max_iteration)
 
-    # -- models and iterations --------------------------------------------------------
+    # models (alcsp.store.models)
 
     def add_model(
         self, path: str | os.PathLike, iteration: int, metrics: Mapping[str, Any] | None = None
     ) -> int:
-        """Record a trained model file (path relative to the campaign directory when
-        inside it) with its validation errors."""
-        p = Path(path)
-        try:
-            p = p.resolve().relative_to(self.directory.resolve())
-        except ValueError:
-            pass
-        with self._tx() as c:
-            c.execute(
-                "INSERT INTO models(iteration, path, metrics, created) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(iteration, path) DO UPDATE SET metrics = excluded.metrics",
-                (iteration, str(p), json.dumps(dict(metrics or {})), time.time()),
-            )
-            return c.execute(
-                "SELECT id FROM models WHERE iteration = ? AND path = ?", (iteration, str(p))
-            ).fetchone()[0]
+        return self.tables.models.add(path, iteration, metrics)
 
     def models(self) -> list[ModelRecord]:
-        return [
-            ModelRecord(i, it, p, json.loads(m), t)
-            for i, it, p, m, t in self.conn.execute(
-                "SELECT id, iteration, path, metrics, created FROM models ORDER BY iteration, id"
-            )
-        ]
+        return self.tables.models.all()
 
     def latest_model(self) -> ModelRecord | None:
-        models = self.models()
-        return models[-1] if models else None
+        return self.tables.models.latest()
 
     def model_path(self, record: ModelRecord) -> Path:
-        p = Path(record.path)
-        return p if p.is_absolute() else self.directory / p
+        return self.tables.models.path(record)
+
+    # iterations (alcsp.store.iterations)
 
     def start_iteration(self, index: int, stage: str = "start") -> IterationRecord:
-        """Begin iteration ``index`` (or return it unchanged when it already began)."""
-        with self._tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO iterations(idx, stage, counts, timings, started) "
-                "VALUES (?, ?, '{}', '{}', ?)",
-                (index, stage, time.time()),
-            )
-        return self.iteration(index)
+        return self.tables.iterations.start(index, stage)
 
     def update_iteration(
         self,
@@ -1063,61 +645,16 @@ class CampaignStore:
         hull: Any = None,
         finished: bool = False,
     ) -> IterationRecord:
-        """Set the stage; merge ``counts`` and ``timings`` into the stored ones; replace the
-        hull snapshot when given; mark finished. One transaction."""
-        with self._tx() as c:
-            row = c.execute(
-                "SELECT stage, counts, timings FROM iterations WHERE idx = ?", (index,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(f"iteration {index} was never started (call start_iteration)")
-            new_counts = {**json.loads(row[1]), **dict(counts or {})}
-            new_timings = {**json.loads(row[2]), **dict(timings or {})}
-            c.execute(
-                "UPDATE iterations SET stage = ?, counts = ?, timings = ? WHERE idx = ?",
-                (stage or row[0], json.dumps(new_counts), json.dumps(new_timings), index),
-            )
-            if hull is not None:
-                c.execute("UPDATE iterations SET hull = ? WHERE idx = ?", (json.dumps(hull), index))
-            if finished:
-                c.execute("UPDATE iterations SET finished = ? WHERE idx = ?", (time.time(), index))
-        return self.iteration(index)
+        return self.tables.iterations.update(index, stage, counts, timings, hull, finished)
 
     def iteration(self, index: int) -> IterationRecord:
-        row = self.conn.execute(
-            "SELECT idx, stage, counts, timings, hull, started, finished "
-            "FROM iterations WHERE idx = ?",
-            (index,),
-        ).fetchone()
-        if row is None:
-            raise KeyError(f"no iteration {index}")
-        return self._iteration_record(row)
-
-    @staticmethod
-    def _iteration_record(row: tuple) -> IterationRecord:
-        i, stage, counts, timings, hull, started, finished = row
-        return IterationRecord(
-            i,
-            stage,
-            json.loads(counts),
-            json.loads(timings),
-            None if hull is None else json.loads(hull),
-            started,
-            finished,
-        )
+        return self.tables.iterations.get(index)
 
     def iterations(self) -> list[IterationRecord]:
-        return [
-            self._iteration_record(r)
-            for r in self.conn.execute(
-                "SELECT idx, stage, counts, timings, hull, started, finished FROM iterations "
-                "ORDER BY idx"
-            )
-        ]
+        return self.tables.iterations.all()
 
     def last_iteration(self) -> IterationRecord | None:
-        its = self.iterations()
-        return its[-1] if its else None
+        return self.tables.iterations.last()
 
     # -- import / export (alcsp.store.exchange) ---------------------------------------
 

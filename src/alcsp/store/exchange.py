@@ -22,7 +22,8 @@ def import_extxyz(
     store: CampaignStore, path: str | os.PathLike, oracle: str = "import", iteration: int = 0
 ) -> list[int]:
     """Seed the campaign with labelled frames (energy and forces required, stress
-    optional) from an extxyz file; one transaction. Returns the new structure ids."""
+    optional) from an extxyz file; one transaction (structures and labels together, or
+    nothing). Returns the new structure ids."""
     from ase.io import read
 
     from alcsp.structures import validate_atoms
@@ -57,11 +58,7 @@ def import_extxyz(
                 energy_zero=float(res["energy"]),
             )
         )
-    rows = store._structure_rows(frames, Origin.IMPORT, iteration, None)
-    with store._tx() as c:  # structures and labels together, or nothing
-        ids = store._insert_structures(c, rows)
-        store._insert_labels(c, store._label_rows(list(zip(ids, labels, strict=True)), iteration))
-    return ids
+    return store.add_labelled_structures(frames, labels, Origin.IMPORT, iteration)
 
 
 def export_extxyz(
