@@ -3,6 +3,7 @@ readers, and integrity after SIGKILL at random moments."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -436,3 +437,26 @@ def test_schema_1_store_is_upgraded_in_place(tmp_path):
     assert lab.hull_energy == -3.0 and s.meta("schema_version") == "2"
     assert s.count("oracle_relaxations") == 0
     s.close()
+
+
+def test_iteration_counts_read_every_version_of_the_stored_json():
+    """``IterationCounts`` reads what the loop writes back unchanged, and what older
+    campaigns wrote: counts missing read 0 (before the per-status counts: the total only),
+    an empty ``validation`` (no new label) reads None."""
+    from alcsp.store import IterationCounts, ModelErrors
+
+    full = IterationCounts(
+        relaxations=24,
+        converged=20,
+        max_steps=3,
+        unphysical=1,
+        relaxed=24,
+        selected=9,
+        labelled=8,
+        label_failures=1,
+        validation=ModelErrors(12.5, 140.0, 0.8, 8),
+    )
+    assert IterationCounts.from_json(json.loads(json.dumps(full.to_json()))) == full
+    old = IterationCounts.from_json({"relaxations": 24, "labelled": 8, "validation": {}})
+    assert (old.relaxations, old.converged, old.labelled, old.validation) == (24, 0, 8, None)
+    assert IterationCounts.from_json({}) == IterationCounts()

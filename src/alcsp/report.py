@@ -25,7 +25,7 @@ import numpy as np
 import spglib
 
 from alcsp.config import parse_config
-from alcsp.store import CampaignStore
+from alcsp.store import CampaignStore, IterationCounts
 from alcsp.store.hulls import ENERGY_DEFINITION, LabelledHull, labelled_hull
 from alcsp.units import EV_PER_A3_IN_GPA
 from alcsp.vocab import Origin, RelaxStatus
@@ -275,6 +275,7 @@ def learning_curves(iterations: list[dict], path: Path, errors: dict | None = No
 
     errors = errors or {}
     its = [it for it in iterations if it["iteration"] >= 1]
+    counts = [IterationCounts.from_json(it["counts"]) for it in its]
     x = np.array([it["iteration"] for it in its], dtype=int)
     fig = _figure((11, 7.5))
     axes = fig.subplots(2, 2).ravel()
@@ -299,8 +300,8 @@ def learning_curves(iterations: list[dict], path: Path, errors: dict | None = No
                     drawn = True
         # iterations whose model file is gone: the RMSE stored at the time, all labels
         old = [
-            (n, (it["counts"].get("validation") or {}).get(stored, np.nan))
-            for n, it in zip(x, its, strict=True)
+            (n, getattr(c.validation, stored) if c.validation else np.nan)
+            for n, c in zip(x, counts, strict=True)
             if errors.get(int(n), {}).get("source") != "evaluated"
         ]
         old = [(n, v) for n, v in old if v is not None and np.isfinite(v)]
@@ -325,18 +326,17 @@ def learning_curves(iterations: list[dict], path: Path, errors: dict | None = No
                 ha="center",
                 color="0.4",
             )
-    counts = [it["counts"] for it in its]
     bottom = np.zeros(len(x))
     for key, color, name in (
         ("converged", "tab:green", "converged"),
         ("max_steps", "tab:orange", "max steps reached"),
         ("unphysical", "tab:red", "unphysical"),
     ):
-        v = np.array([c.get(key, 0) for c in counts], dtype=float)
+        v = np.array([getattr(c, key) for c in counts], dtype=float)
         axes[3].bar(x, v, bottom=bottom, color=color, label=name, width=0.7)
         bottom += v
     # campaigns from before the per-status counts: the total only
-    rest = np.array([c.get("relaxations", 0) for c in counts], dtype=float) - bottom
+    rest = np.array([c.relaxations for c in counts], dtype=float) - bottom
     if (rest > 0).any():
         axes[3].bar(
             x,
@@ -752,12 +752,12 @@ def write_report(
                 {
                     "iteration": it["iteration"],
                     "finished": "yes" if it["finished"] else it["stage"],
-                    "relaxed": it["counts"].get("relaxations", 0),
-                    "converged": it["counts"].get("converged", 0),
-                    "max_steps": it["counts"].get("max_steps", 0),
-                    "unphysical": it["counts"].get("unphysical", 0),
-                    "labelled": it["counts"].get("labelled", 0),
-                    "label_failures": it["counts"].get("label_failures", 0),
+                    "relaxed": c.relaxations,
+                    "converged": c.converged,
+                    "max_steps": c.max_steps,
+                    "unphysical": c.unphysical,
+                    "labelled": c.labelled,
+                    "label_failures": c.label_failures,
                     **{
                         k: float((it.get("timings") or {}).get(k, math.nan))
                         for k in ("train", "search", "select_label")
@@ -765,6 +765,7 @@ def write_report(
                     "stable": ", ".join(it["stable"]),
                 }
                 for it in info["iterations"]
+                for c in [IterationCounts.from_json(it["counts"])]
             ],
             [
                 ("iteration", "Iteration", "{}"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ from alcsp.oracle.factory import make_oracle
 from alcsp.potential import evaluate
 from alcsp.potential.model import ACNN
 from alcsp.references import Reference, load_references
-from alcsp.store import CampaignStore
+from alcsp.store import CampaignStore, IterationCounts, ModelErrors
 from alcsp.store.hulls import (
     HullSnapshot,
     reference_names,
@@ -258,32 +259,28 @@ class Campaign:
         t2 = time.perf_counter()
         self.store.update_iteration(n, stage=Stage.SELECT, timings={"search": t2 - t1})
         ids = self.select(n, model, committee)
-        self.store.update_iteration(n, stage=Stage.LABEL, counts={"selected": len(ids)})
+        counts = replace(self._relax_stats(n), relaxed=n_relaxed, selected=len(ids))
+        self.store.update_iteration(n, stage=Stage.LABEL, counts=counts.to_json())
         self.label(ids, n)
         ok, failed = self._label_counts(ids)
         t3 = time.perf_counter()
-        errors = self.validate(n, model)
+        counts = replace(
+            counts, labelled=ok, label_failures=failed, validation=self.validate(n, model)
+        )
         hull = self.context.oracle_hull()
-        stats = self._relax_stats(n)
         self.store.update_iteration(
             n,
             stage=Stage.DONE,
             hull=hull.to_json() if hull else None,
             finished=True,
-            counts={
-                **stats,
-                "relaxed": n_relaxed,
-                "labelled": ok,
-                "label_failures": failed,
-                "validation": errors,
-            },
+            counts=counts.to_json(),
             timings={"select_label": t3 - t2},
         )
         self.emit(
             IterationFinished(
                 n,
                 self.config.campaign.max_iterations,
-                stats["relaxations"],
+                counts.relaxations,
                 ok,
                 failed,
                 tuple(sorted(hull.stable)) if hull else (),
@@ -313,7 +310,7 @@ class Campaign:
             stage=Stage.DONE,
             hull=hull.to_json() if hull else None,
             finished=True,
-            counts={"labelled": ok, "label_failures": failed},
+            counts=IterationCounts(labelled=ok, label_failures=failed).to_json(),
         )
 
     def random_structures(
@@ -361,7 +358,7 @@ class Campaign:
             self.store, self.oracle, ids, self.executor, iteration=n, on_result=progress
         )
 
-    def validate(self, n: int, model) -> dict:
+    def validate(self, n: int, model: ACNN) -> ModelErrors | None:
         """Errors of model n on the labels of iteration n (the paper's Fig. 3), over the labels
         it could have been trained on (force components within ``train_max_force``)."""
         labels = self.store.training_set(self.oracle.name)
@@ -369,15 +366,10 @@ class Campaign:
             [a for a in labels if a.info["iteration"] == n], self.config.campaign.train_max_force
         )
         if not new:
-            return {}
+            return None
         m = evaluate(model, new)
         self._notice(f"iteration {n}: model {n} on its {len(new)} new labels: {m}")
-        return {
-            "energy_mev_per_atom": m.energy_mev_per_atom,
-            "force_mev_per_a": m.force_mev_per_a,
-            "stress_gpa": m.stress_gpa,
-            "n_structures": m.n_structures,
-        }
+        return ModelErrors(m.energy_mev_per_atom, m.force_mev_per_a, m.stress_gpa, m.n_structures)
 
     # ------------------------------------------------------------------ helpers
     def _label_counts(self, ids: list[int]) -> tuple[int, int]:
@@ -386,12 +378,12 @@ class Campaign:
         ok = sum(1 for r in got.values() if r.ok)
         return ok, len(got) - ok
 
-    def _relax_stats(self, n: int) -> dict:
+    def _relax_stats(self, n: int) -> IterationCounts:
+        """The counts of iteration n's ACNN relaxations by outcome."""
         rel = self.store.relaxations(iteration=n, method="acnn")
-        status = rel.status
-        return {
-            "relaxations": int(len(status)),
-            "converged": int((status == RelaxStatus.CONVERGED).sum()),
-            "max_steps": int((status == RelaxStatus.MAX_STEPS).sum()),
-            "unphysical": int((status == RelaxStatus.UNPHYSICAL).sum()),
-        }
+        return IterationCounts(
+            relaxations=len(rel),
+            converged=rel.count(RelaxStatus.CONVERGED),
+            max_steps=rel.count(RelaxStatus.MAX_STEPS),
+            unphysical=rel.count(RelaxStatus.UNPHYSICAL),
+        )

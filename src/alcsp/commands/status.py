@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alcsp.store.records import IterationCounts
 from alcsp.vocab import OracleStage
 
 
@@ -39,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
         f"oracle labels {s['labels']} (+{s['label_failures']} failed), models {s['models']}"
     )
     for it in s["iterations"]:
-        c = it["counts"]
-        v = c.get("validation") or {}
+        c = IterationCounts.from_json(it["counts"])
+        v = c.validation
         err = (
-            f", model error on new labels {v['energy_mev_per_atom']:.1f} meV/atom "
-            f"{v['force_mev_per_a']:.0f} meV/Å"
+            f", model error on new labels {v.energy_mev_per_atom:.1f} meV/atom "
+            f"{v.force_mev_per_a:.0f} meV/Å"
             if v
             else ""
         )
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         if it.get("pending"):
             state += f", {it['pending']} oracle jobs pending"
         print(
-            f"  iteration {it['iteration']}: {state}; relaxed {c.get('relaxations', 0)} "
-            f"(unphysical {c.get('unphysical', 0)}), labelled {c.get('labelled', 0)}"
+            f"  iteration {it['iteration']}: {state}; relaxed {c.relaxations} "
+            f"(unphysical {c.unphysical}), labelled {c.labelled}"
             f"{err}; stable: {', '.join(it['stable']) or '-'}"
         )
         bad = it.get("failed_shards") or {}

@@ -12,7 +12,9 @@ stored (for reports and commands that must not import the campaign, its model or
 from alcsp.store.campaign_store import CampaignStore
 from alcsp.store.db import DB_NAME, SCHEMA_VERSION, CampaignDirError, StoreError
 from alcsp.store.records import (
+    IterationCounts,
     IterationRecord,
+    ModelErrors,
     ModelRecord,
     OracleRelaxationRecord,
     RelaxationRecord,
@@ -25,7 +27,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "CampaignDirError",
     "CampaignStore",
+    "IterationCounts",
     "IterationRecord",
+    "ModelErrors",
     "ModelRecord",
     "OracleRelaxationRecord",
     "RelaxationRecord",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,47 @@ class OracleRelaxationRecord:
     calls: int
     wall_time: float
     reason: str | None
+
+
+@dataclass(frozen=True)
+class ModelErrors:
+    """Errors of model n on the labels of iteration n (RMSE; the paper's Fig. 3)."""
+
+    energy_mev_per_atom: float
+    force_mev_per_a: float
+    stress_gpa: float
+    n_structures: int
+
+
+@dataclass(frozen=True)
+class IterationCounts:
+    """What one iteration did: the ``counts`` of its ``iterations`` row (JSON in the store,
+    ``IterationRecord.counts``). Written whole by the loop after the search and at the end;
+    a count a campaign did not store (an older version's, an iteration not finished) reads
+    as 0, and ``validation`` as None."""
+
+    relaxations: int = 0  # ACNN relaxations stored in the iteration
+    converged: int = 0
+    max_steps: int = 0
+    unphysical: int = 0
+    relaxed: int = 0  # relaxed by the run that finished the search (after a resume, fewer)
+    selected: int = 0  # chosen for the oracle
+    labelled: int = 0  # successful oracle labels
+    label_failures: int = 0
+    validation: ModelErrors | None = None  # None: no new label to validate on
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IterationCounts:
+        names = {f.name for f in fields(cls)} - {"validation"}
+        v = data.get("validation") or {}
+        errors = {f.name for f in fields(ModelErrors)}
+        return cls(
+            **{k: int(data[k]) for k in names if data.get(k) is not None},
+            validation=ModelErrors(**{k: v[k] for k in errors}) if errors <= set(v) else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from alcsp.store.campaign_store import CampaignStore
-from alcsp.store.records import IterationRecord
+from alcsp.store.records import IterationCounts, IterationRecord
 from alcsp.vocab import OracleStage, Origin, RelaxStatus, Stage
 
 
@@ -60,18 +60,22 @@ def summary(directory: Path) -> dict:
 def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
     """An iteration's stored summary; for one not finished, its counts so far (relaxations
     and labels are stored as they finish, the summary only at the end)."""
-    counts = dict(it.counts)
+    counts = IterationCounts.from_json(it.counts)
     pending = 0
     if it.finished is None:
         rel = store.relaxations(iteration=it.index, method="acnn")
         if len(rel):
-            counts["relaxations"] = len(rel)
-            for status in RelaxStatus:
-                counts[str(status)] = rel.count(status)
+            counts = dataclasses.replace(
+                counts,
+                relaxations=len(rel),
+                converged=rel.count(RelaxStatus.CONVERGED),
+                max_steps=rel.count(RelaxStatus.MAX_STEPS),
+                unphysical=rel.count(RelaxStatus.UNPHYSICAL),
+            )
         ok, failed = store.label_counts(it.index)
-        counts["labelled"], counts["label_failures"] = ok, failed
+        counts = dataclasses.replace(counts, labelled=ok, label_failures=failed)
         if it.stage == Stage.LABEL:
-            pending = max(0, int(counts.get("selected", 0)) - ok - failed)
+            pending = max(0, counts.selected - ok - failed)
         elif it.index == 0:  # the initial structures and the reference phases
             todo = [Origin.INITIAL, Origin.REFERENCE_PHASE]
             n = sum(len(store.structure_ids(origin=o, iteration=0)) for o in todo)
@@ -80,7 +84,7 @@ def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
         "iteration": it.index,
         "stage": it.stage,
         "finished": it.finished is not None,
-        "counts": counts,
+        "counts": counts.to_json(),  # IterationCounts.from_json reads it back
         "timings": it.timings,
         "stable": sorted((it.hull or {}).get("stable", {})),
         "pending": pending,
