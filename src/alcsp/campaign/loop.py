@@ -62,7 +62,7 @@ from alcsp.store.hulls import (
     HullSnapshot,
     reference_names,
 )
-from alcsp.vocab import Origin, RelaxStatus, Stage, composition_key
+from alcsp.vocab import Origin, Stage, composition_key
 
 Say = Callable[[str], None]
 
@@ -380,10 +380,4 @@ class Campaign:
 
     def _relax_stats(self, n: int) -> IterationCounts:
         """The counts of iteration n's ACNN relaxations by outcome."""
-        rel = self.store.relaxations(iteration=n, method="acnn")
-        return IterationCounts(
-            relaxations=len(rel),
-            converged=rel.count(RelaxStatus.CONVERGED),
-            max_steps=rel.count(RelaxStatus.MAX_STEPS),
-            unphysical=rel.count(RelaxStatus.UNPHYSICAL),
-        )
+        return IterationCounts.of_relaxations(self.store.relaxations(iteration=n, method="acnn"))

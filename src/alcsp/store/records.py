@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from alcsp.vocab import RelaxStatus
+
 
 @dataclass(frozen=True)
 class RelaxationRecord:
@@ -65,6 +67,16 @@ class IterationCounts:
     labelled: int = 0  # successful oracle labels
     label_failures: int = 0
     validation: ModelErrors | None = None  # None: no new label to validate on
+
+    @classmethod
+    def of_relaxations(cls, rel: RelaxationTable) -> IterationCounts:
+        """The counts of the relaxations ``rel`` by outcome (the rest 0)."""
+        return cls(
+            relaxations=len(rel),
+            converged=rel.count(RelaxStatus.CONVERGED),
+            max_steps=rel.count(RelaxStatus.MAX_STEPS),
+            unphysical=rel.count(RelaxStatus.UNPHYSICAL),
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IterationCounts:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alcsp.store.campaign_store import CampaignStore
 from alcsp.store.records import IterationCounts, IterationRecord
-from alcsp.vocab import OracleStage, Origin, RelaxStatus, Stage
+from alcsp.vocab import OracleStage, Origin, Stage
 
 
 def summary(directory: Path) -> dict:
@@ -66,11 +66,10 @@ def _iteration(store: CampaignStore, it: IterationRecord) -> dict:
         rel = store.relaxations(iteration=it.index, method="acnn")
         if len(rel):
             counts = dataclasses.replace(
-                counts,
-                relaxations=len(rel),
-                converged=rel.count(RelaxStatus.CONVERGED),
-                max_steps=rel.count(RelaxStatus.MAX_STEPS),
-                unphysical=rel.count(RelaxStatus.UNPHYSICAL),
+                IterationCounts.of_relaxations(rel),
+                relaxed=counts.relaxed,
+                selected=counts.selected,
+                validation=counts.validation,
             )
         ok, failed = store.label_counts(it.index)
         counts = dataclasses.replace(counts, labelled=ok, label_failures=failed)
